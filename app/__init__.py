@@ -1,0 +1,1 @@
+"""The HTTP face of tinyres: routes, request/response schemas and dependencies only."""

@@ -1,0 +1,71 @@
+"""Jobs: submit, list, inspect, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import Mutating, SettingsDep, StoreDep
+from app.schemas import ErrorBody, JobList, ShardRequest, TrainRequest
+from app.submission import submit_shard, submit_train
+from core.jobs import Job, JobKind, JobState
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+_ERRORS = {
+    401: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    422: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
+
+
+@router.post("/shard", status_code=202, dependencies=[Mutating], responses=_ERRORS)
+async def create_shard_job(
+    body: ShardRequest, response: Response, store: StoreDep, settings: SettingsDep
+) -> Job:
+    """Turn a folder (or .zip) of images into a sharded TFRecord dataset."""
+    job = await run_in_threadpool(submit_shard, store, settings, body)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job
+
+
+@router.post("/train", status_code=202, dependencies=[Mutating], responses=_ERRORS)
+async def create_train_job(
+    body: TrainRequest, response: Response, store: StoreDep, settings: SettingsDep
+) -> Job:
+    """Train (or resume training) a ResNet on a dataset."""
+    job = await run_in_threadpool(submit_train, store, settings, body)
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job
+
+
+@router.get("")
+async def list_jobs(
+    store: StoreDep,
+    kind: Annotated[JobKind | None, Query()] = None,
+    state: Annotated[JobState | None, Query()] = None,
+) -> JobList:
+    """All jobs, newest first."""
+    jobs = await run_in_threadpool(
+        store.list, kind, state.value if state is not None else None
+    )
+    return JobList(jobs=jobs)
+
+
+@router.get("/{job_id}", responses={404: {"model": ErrorBody}})
+async def get_job(job_id: str, store: StoreDep) -> Job:
+    return await run_in_threadpool(store.get, job_id)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Mutating],
+    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+)
+async def cancel_job(job_id: str, store: StoreDep) -> Job:
+    """Stop a job: a queued one never starts; a running one stops within seconds."""
+    return await run_in_threadpool(store.request_cancel, job_id)

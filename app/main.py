@@ -1,0 +1,43 @@
+"""The FastAPI application. Nothing here imports TensorFlow; prediction loads it lazily."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.routes import health, jobs
+from app.errors import install_error_handlers
+from core.config import Settings, get_settings
+from core.jobs import JobStore
+from worker.celery_app import celery_app, configure
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure(celery_app, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.resolved_data_root.mkdir(parents=True, exist_ok=True)
+        store = JobStore(settings.effective_database_url)
+        store.create_schema()
+        app.state.store = store
+        yield
+        store.engine.dispose()
+
+    app = FastAPI(
+        title="tinyres",
+        version="0.1.0",
+        summary="Shard image datasets, train ResNets on them, classify images.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    return app
+
+
+app = create_app()

@@ -1,0 +1,69 @@
+"""Where things live under the data root. One place, so the API and the workers agree.
+
+    <data_root>/
+        tinyres.sqlite, broker.sqlite      embedded job store and broker
+        datasets/<name>/manifest.json      a dataset exists iff its manifest does
+        datasets/<name>/*.tfrecord[.gz]
+        jobs/<job id>/checkpoints/epoch-0003.keras
+        jobs/<job id>/tensorboard/
+        jobs/<job id>/model.keras          what POST /predict serves
+        jobs/<job id>/export/              TensorFlow SavedModel (TF Serving)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from core.config import Settings
+
+_CHECKPOINT_RE = re.compile(r"^epoch-(\d{4,})\.keras$")
+
+
+def datasets_root(settings: Settings) -> Path:
+    return settings.resolved_data_root / "datasets"
+
+
+def dataset_dir(settings: Settings, name: str) -> Path:
+    return datasets_root(settings) / name
+
+
+def manifest_path(settings: Settings, name: str) -> Path:
+    return dataset_dir(settings, name) / "manifest.json"
+
+
+def dataset_exists(settings: Settings, name: str) -> bool:
+    return manifest_path(settings, name).is_file()
+
+
+def job_dir(settings: Settings, job_id: str) -> Path:
+    return settings.resolved_data_root / "jobs" / job_id
+
+
+def checkpoints_dir(settings: Settings, job_id: str) -> Path:
+    return job_dir(settings, job_id) / "checkpoints"
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch-{epoch:04d}.keras"
+
+
+def checkpoint_epochs(settings: Settings, job_id: str) -> list[int]:
+    """Epochs (1-based, i.e. epochs completed) that have a finished checkpoint, ascending."""
+    folder = checkpoints_dir(settings, job_id)
+    if not folder.is_dir():
+        return []
+    epochs = [
+        int(match.group(1))
+        for match in (_CHECKPOINT_RE.match(p.name) for p in folder.iterdir())
+        if match
+    ]
+    return sorted(epochs)
+
+
+def model_path(settings: Settings, job_id: str) -> Path:
+    return job_dir(settings, job_id) / "model.keras"
+
+
+def export_dir(settings: Settings, job_id: str) -> Path:
+    return job_dir(settings, job_id) / "export"

@@ -1,0 +1,58 @@
+"""The one Celery app. Tasks carry job ids only; the job store holds everything else."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from core.config import Settings, settings
+
+DATASETS_QUEUE = "datasets"
+TRAINING_QUEUE = "training"
+
+SHARD_TASK = "tinyres.shard"
+SHARD_PART_TASK = "tinyres.shard_part"
+TRAIN_TASK = "tinyres.train"
+
+
+def configure(app: Celery, config: Settings) -> None:
+    """Point `app` at the broker named by `config` (or the embedded SQLite one)."""
+    if config.broker_is_embedded:
+        config.resolved_data_root.mkdir(parents=True, exist_ok=True)
+        # kombu's SQLAlchemy transport hands these options to create_engine().
+        transport_options: dict[str, object] = {"connect_args": {"timeout": 30}}
+    else:
+        # Redis redelivers an unacknowledged message after this long; it must outlast the
+        # longest job, or a second worker would start a training run that is still going.
+        transport_options = {"visibility_timeout": config.visibility_timeout}
+    app.conf.update(
+        broker_url=config.effective_broker_url,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=5,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        event_serializer="json",
+        # Job state lives in the job store: no result backend to keep in sync.
+        task_ignore_result=True,
+        result_backend=None,
+        # A task is acknowledged only once it finishes, and requeued if its process dies.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_queues=[Queue(DATASETS_QUEUE), Queue(TRAINING_QUEUE)],
+        task_default_queue=DATASETS_QUEUE,
+        task_routes={
+            SHARD_TASK: {"queue": DATASETS_QUEUE},
+            SHARD_PART_TASK: {"queue": DATASETS_QUEUE},
+            TRAIN_TASK: {"queue": TRAINING_QUEUE},
+        },
+        worker_hijack_root_logger=False,
+        worker_send_task_events=False,
+    )
+
+
+celery_app = Celery("tinyres", include=["worker.tasks"])
+configure(celery_app, settings)
+app = celery_app
