@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import health, jobs
+from app.api.routes import datasets, health, jobs, models
 from app.errors import install_error_handlers
 from core.config import Settings, get_settings
 from core.jobs import JobStore
@@ -37,6 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(models.router)
+    app.include_router(datasets.router)
     return app
 
 

@@ -361,6 +361,17 @@ class JobStore:
                 row.progress = {**(row.progress or {}), "fraction": 1.0}
             return _to_job(row)
 
+    def touch(self, job_id: str, owner: str, lease_seconds: int) -> Job:
+        """Renew a shared lease (the parts of a fanned-out job all hold it as one owner)."""
+        with self._session() as session:
+            row = session.get(JobRow, job_id, with_for_update=True)
+            if row is None:
+                raise JobNotFound(job_id)
+            if row.state == JobState.RUNNING:
+                row.lease_owner = owner
+                row.lease_expires = utcnow() + timedelta(seconds=lease_seconds)
+            return _to_job(row)
+
     def release(self, job_id: str, owner: str) -> None:
         """Give the lease back without finishing (warm shutdown: another worker continues)."""
         with self._session() as session:

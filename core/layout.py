@@ -7,6 +7,7 @@
         jobs/<job id>/checkpoints/epoch-0003.keras
         jobs/<job id>/tensorboard/
         jobs/<job id>/model.keras          what POST /predict serves
+        jobs/<job id>/classes.json         [{index, wnid, label}] of that model
         jobs/<job id>/export/              TensorFlow SavedModel (TF Serving)
 """
 
@@ -63,6 +64,10 @@ def checkpoint_epochs(settings: Settings, job_id: str) -> list[int]:
 
 def model_path(settings: Settings, job_id: str) -> Path:
     return job_dir(settings, job_id) / "model.keras"
+
+
+def classes_path(settings: Settings, job_id: str) -> Path:
+    return job_dir(settings, job_id) / "classes.json"
 
 
 def export_dir(settings: Settings, job_id: str) -> Path:

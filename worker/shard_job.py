@@ -1,0 +1,171 @@
+"""A shard job on Celery: plan once, one task per shard, the last one writes the manifest.
+
+The shard work itself is `worker.sharding` (plain functions); this module ties it to the
+job store: progress (images written over images total, summed over the parts), the shared
+lease the parts renew, cancellation, and the job's outcome. Each part's progress is kept
+per part (`job_units`), so a part that is redelivered and starts over never counts twice.
+This module imports TensorFlow (through worker.sharding): tasks import it lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import tensorflow as tf
+
+from core import layout
+from core.config import Settings
+from core.jobs import FINISHED_STATES, JobState, JobStore
+from core.names import resolve_under
+from worker import sharding
+from worker.runner import JobContext, JobFailed, describe_error
+from worker.sources import SourceError
+
+log = logging.getLogger(__name__)
+
+SHARD_PARTS_OWNER = "shard-parts"
+CANCEL_POLL_SECONDS = 1.0
+
+
+def plan_job(ctx: JobContext) -> list[tuple[str, int]]:
+    """Plan the job's shards; return the parts still to write (all, on a first run)."""
+    params = ctx.job.params
+    settings = ctx.settings
+    dataset_dir = layout.dataset_dir(settings, params["dataset"])
+    if params.get("overwrite") and ctx.job.attempts == 1 and sharding.dataset_exists(dataset_dir):
+        # The client asked to replace it: the old shards go when the new job starts.
+        tf.io.gfile.rmtree(str(dataset_dir))
+    source = resolve_under(settings.resolved_data_root, params["source"])
+    try:
+        plan = sharding.plan(
+            source,
+            dataset_dir,
+            num_shards=params["num_shards"],
+            compression=params["compression"],
+            seed=params["seed"],
+            source_label=params["source"],
+        )
+    except (SourceError, sharding.DatasetExistsError) as exc:
+        raise JobFailed(str(exc)) from exc
+    finished = {unit for unit, _, _, done in ctx.store.units(ctx.job_id) if done}
+    todo = []
+    for unit, (split, index) in enumerate(plan.parts()):
+        if unit not in finished:
+            total = len(plan.records(split, index))
+            ctx.store.set_unit(ctx.job_id, unit, 0, total, False)
+            todo.append((split, index))
+    _report_progress(ctx.store, ctx.job_id)
+    return todo
+
+
+def write_part(store: JobStore, settings: Settings, job_id: str, split: str, index: int) -> None:
+    """Write one shard of a running shard job; finalize the job if it was the last."""
+    job = store.get(job_id)
+    if job.state in FINISHED_STATES:
+        return
+    if job.cancel_requested:
+        _cancel(store, settings, job_id)
+        return
+    dataset_dir = layout.dataset_dir(settings, job.params["dataset"])
+    plan = sharding.load_plan(dataset_dir)
+    unit = plan.parts().index((split, index))
+    watch = _PartWatch(store, settings, job_id, unit)
+    try:
+        info = sharding.write_shard(
+            plan, split, index, on_progress=watch.progress, should_stop=watch.should_stop
+        )
+    except sharding.ShardingStopped:
+        if store.get(job_id).cancel_requested:
+            _cancel(store, settings, job_id)
+        return
+    except Exception as exc:
+        log.exception("shard job %s: part %s/%d failed", job_id, split, index)
+        store.finish(job_id, JobState.FAILED, error=describe_error(exc))
+        return
+    total = len(plan.records(split, index))
+    store.set_unit(job_id, unit, total, total, True)
+    log.info("shard job %s: wrote %s (%d records)", job_id, info["file"], info["records"])
+    if _report_progress(store, job_id):
+        finalize_job(store, settings, job_id)
+
+
+def finalize_job(store: JobStore, settings: Settings, job_id: str) -> None:
+    """Write the manifest (idempotent: several last parts may race here) and finish."""
+    job = store.get(job_id)
+    if job.state in FINISHED_STATES:
+        return
+    dataset_dir = layout.dataset_dir(settings, job.params["dataset"])
+    try:
+        plan = sharding.load_plan(dataset_dir)
+        manifest = sharding.finalize(plan)
+    except sharding.DatasetNotFoundError:
+        if not sharding.dataset_exists(dataset_dir):
+            raise
+        manifest = sharding.load_manifest(dataset_dir)  # another part finalized it
+    except SourceError as exc:
+        store.finish(job_id, JobState.FAILED, error=str(exc))
+        return
+    splits = manifest["splits"]
+    store.finish(
+        job_id,
+        JobState.SUCCEEDED,
+        result={
+            "dataset": manifest["name"],
+            "classes": len(manifest["classes"]),
+            "counts": {name: split["count"] for name, split in splits.items()},
+            "shards": {name: len(split["shards"]) for name, split in splits.items()},
+            "bytes": manifest["bytes"],
+            "skipped": manifest["skipped_total"],
+        },
+    )
+
+
+def _report_progress(store: JobStore, job_id: str) -> bool:
+    """Write images written / images total into the job; return whether all parts are done."""
+    units = store.units(job_id)
+    done = sum(u[1] for u in units)
+    total = sum(u[2] for u in units)
+    finished = sum(1 for u in units if u[3])
+    store.update(
+        job_id,
+        progress={
+            "fraction": round(done / total, 6) if total else 0.0,
+            "images_written": done,
+            "images_total": total,
+            "shards_written": finished,
+            "shards_total": len(units),
+        },
+    )
+    return bool(units) and finished == len(units)
+
+
+def _cancel(store: JobStore, settings: Settings, job_id: str) -> None:
+    job = store.get(job_id)
+    if job.state not in FINISHED_STATES:
+        store.finish(job_id, JobState.CANCELLED)
+        sharding.cleanup_temp(layout.dataset_dir(settings, job.params["dataset"]))
+
+
+class _PartWatch:
+    """Per-part progress, the shared lease, and the cancel check, rate-limited."""
+
+    def __init__(self, store: JobStore, settings: Settings, job_id: str, unit: int) -> None:
+        self.store, self.settings, self.job_id, self.unit = store, settings, job_id, unit
+        self.last_check = 0.0
+        self.stop = False
+
+    def progress(self, done: int, total: int) -> None:
+        self.store.set_unit(self.job_id, self.unit, done, total, False)
+        _report_progress(self.store, self.job_id)
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self.last_check >= CANCEL_POLL_SECONDS:
+            self.last_check = now
+            job = self.store.touch(self.job_id, SHARD_PARTS_OWNER, self.settings.lease_seconds)
+            self.stop = job.cancel_requested or job.state in FINISHED_STATES
+        return self.stop
+
+
+__all__ = ["JobFailed", "finalize_job", "plan_job", "write_part"]

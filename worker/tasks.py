@@ -1,0 +1,109 @@
+"""Thin Celery tasks: they take a job id, run the real work (plain functions elsewhere)
+under the job runner, and leave every outcome in the job store.
+
+TensorFlow is imported inside the tasks only, never when this module loads.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from celery import group
+from celery.signals import worker_process_init, worker_ready
+
+from core.config import settings
+from core.jobs import FINISHED_STATES, JobState, JobStore
+from worker.celery_app import SHARD_PART_TASK, SHARD_TASK, TRAIN_TASK, celery_app
+from worker.runner import JobContext, describe_error, run_job
+
+log = logging.getLogger(__name__)
+
+_store: JobStore | None = None
+
+
+def get_store() -> JobStore:
+    global _store
+    if _store is None:
+        _store = JobStore(settings.effective_database_url)
+        _store.create_schema()
+    return _store
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    # A forked child must not reuse the parent's database connections.
+    if _store is not None:
+        _store.engine.dispose(close=False)
+
+
+@celery_app.task(name=TRAIN_TASK)
+def train_task(job_id: str) -> None:
+    from worker.training import train
+
+    run_job(get_store(), settings, job_id, train)
+
+
+@celery_app.task(name=SHARD_TASK)
+def shard_task(job_id: str) -> None:
+    """Plan the shards, then fan out one task per shard; the last one to finish finalizes."""
+    run_job(get_store(), settings, job_id, _plan_and_fan_out, finish=False)
+
+
+@celery_app.task(name=SHARD_PART_TASK)
+def shard_part_task(job_id: str, split: str, index: int) -> None:
+    from worker.shard_job import write_part
+
+    write_part(get_store(), settings, job_id, split, index)
+
+
+def _plan_and_fan_out(ctx: JobContext) -> None:
+    from worker.shard_job import SHARD_PARTS_OWNER, plan_job
+
+    parts = plan_job(ctx)
+    # From here on the parts hold the job's lease together, renewing it as they work.
+    ctx.store.touch(ctx.job_id, SHARD_PARTS_OWNER, ctx.settings.lease_seconds)
+    if parts:
+        group(shard_part_task.si(ctx.job_id, split, index) for split, index in parts).apply_async()
+    else:  # every shard was already written by an earlier attempt
+        from worker.shard_job import finalize_job
+
+        finalize_job(ctx.store, ctx.settings, ctx.job_id)
+
+
+_RESUBMIT = {"shard": shard_task, "train": train_task}
+
+
+def recover_orphans(store: JobStore) -> list[str]:
+    """Send again every running job whose worker died (its lease expired).
+
+    The broker may have lost the message with the worker (the embedded broker does, and
+    Redis holds it until its visibility timeout); the lease in the job store makes a
+    duplicate delivery harmless: only one worker at a time can claim a job.
+    """
+    sent = []
+    for job in store.orphaned():
+        if job.state in FINISHED_STATES:
+            continue
+        log.warning("job %s lost its worker; sending it again", job.id)
+        _RESUBMIT[job.kind].apply_async(args=[job.id])
+        sent.append(job.id)
+    return sent
+
+
+@worker_ready.connect
+def _start_orphan_sweeper(**_: Any) -> None:
+    def sweep() -> None:
+        while True:
+            time.sleep(settings.lease_seconds)
+            try:
+                recover_orphans(get_store())
+            except Exception as exc:
+                log.warning("orphan sweep failed: %s", describe_error(exc))
+
+    threading.Thread(target=sweep, name="orphan-sweeper", daemon=True).start()
+
+
+__all__ = ["JobState", "recover_orphans", "shard_part_task", "shard_task", "train_task"]
