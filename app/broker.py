@@ -5,7 +5,9 @@ from __future__ import annotations
 from sqlalchemy import text
 
 from core.config import Settings
-from worker.celery_app import SHARD_TASK, TRAIN_TASK, celery_app
+from celery import Celery
+
+from worker.celery_app import SHARD_TASK, TRAIN_TASK
 
 _TASKS = {"shard": SHARD_TASK, "train": TRAIN_TASK}
 
@@ -14,7 +16,7 @@ class BrokerUnavailable(RuntimeError):
     """The broker did not take the message."""
 
 
-def broker_answers(settings: Settings) -> str:
+def broker_answers(celery_app: Celery, settings: Settings) -> str:
     """'ok' or the reason the broker does not answer."""
     try:
         with celery_app.connection_for_write() as connection:
@@ -29,7 +31,7 @@ def broker_answers(settings: Settings) -> str:
         return f"unavailable: {type(exc).__name__}: {exc}"[:300]
 
 
-def publish(kind: str, job_id: str) -> None:
+def publish(celery_app: Celery, kind: str, job_id: str) -> None:
     """Send the task that runs job `job_id`; raise BrokerUnavailable if it cannot be sent."""
     try:
         celery_app.send_task(

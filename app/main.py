@@ -11,12 +11,11 @@ from app.api.routes import datasets, health, jobs, models
 from app.errors import install_error_handlers
 from core.config import Settings, get_settings
 from core.jobs import JobStore
-from worker.celery_app import celery_app, configure
+from worker.celery_app import create_celery
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure(celery_app, settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -34,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.celery = create_celery(settings, include_tasks=False)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from celery import Celery
+
 from app.broker import BrokerUnavailable, publish
 from app.errors import Conflict, Unprocessable
 from app.schemas import ShardRequest, TrainRequest
@@ -17,7 +19,9 @@ from core.jobs import FINISHED_STATES, Job, JobNotFound, JobState, JobStore
 from core.names import resolve_under
 
 
-def submit_shard(store: JobStore, settings: Settings, request: ShardRequest) -> Job:
+def submit_shard(
+    celery: Celery, store: JobStore, settings: Settings, request: ShardRequest
+) -> Job:
     source = resolve_under(settings.resolved_data_root, request.source)
     if not source.exists():
         raise Unprocessable(f"source does not exist under the data root: {request.source!r}")
@@ -30,16 +34,18 @@ def submit_shard(store: JobStore, settings: Settings, request: ShardRequest) -> 
     for job in store.list(kind="shard"):
         if job.params["dataset"] == request.dataset and job.state not in FINISHED_STATES:
             raise Conflict(f"dataset {request.dataset!r} is being written by job {job.id}")
-    return _create_and_publish(store, "shard", request.model_dump())
+    return _create_and_publish(celery, store, "shard", request.model_dump())
 
 
-def submit_train(store: JobStore, settings: Settings, request: TrainRequest) -> Job:
+def submit_train(
+    celery: Celery, store: JobStore, settings: Settings, request: TrainRequest
+) -> Job:
     if not layout.dataset_exists(settings, request.dataset):
         raise Unprocessable(f"dataset {request.dataset!r} does not exist; shard it first")
     params = request.model_dump()
     if request.resume_from is not None:
         params.update(_resume_params(store, settings, request))
-    return _create_and_publish(store, "train", params)
+    return _create_and_publish(celery, store, "train", params)
 
 
 def _resume_params(store: JobStore, settings: Settings, request: TrainRequest) -> dict[str, Any]:
@@ -90,10 +96,12 @@ def _class_count(settings: Settings, dataset: str) -> int:
         return -1
 
 
-def _create_and_publish(store: JobStore, kind: str, params: dict[str, Any]) -> Job:
+def _create_and_publish(
+    celery: Celery, store: JobStore, kind: str, params: dict[str, Any]
+) -> Job:
     job = store.create(kind, params)  # type: ignore[arg-type]
     try:
-        publish(kind, job.id)
+        publish(celery, kind, job.id)
     except BrokerUnavailable as exc:
         store.finish(job.id, JobState.FAILED, error=str(exc))
         raise

@@ -53,6 +53,12 @@ def configure(app: Celery, config: Settings) -> None:
     )
 
 
-celery_app = Celery("tinyres", include=["worker.tasks"])
-configure(celery_app, settings)
+def create_celery(config: Settings, *, include_tasks: bool = True) -> Celery:
+    """A Celery app for `config`. The API makes its own (it only publishes, by task name)."""
+    app = Celery("tinyres", include=["worker.tasks"] if include_tasks else [])
+    configure(app, config)
+    return app
+
+
+celery_app = create_celery(settings)
 app = celery_app

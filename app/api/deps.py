@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
+from celery import Celery
 from fastapi import Depends, Header, HTTPException, Request, status
 
 from core.config import Settings
@@ -19,6 +20,11 @@ def get_store(request: Request) -> JobStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
+def get_celery(request: Request) -> Celery:
+    return request.app.state.celery  # type: ignore[no-any-return]
+
+
+CeleryDep = Annotated[Celery, Depends(get_celery)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[JobStore, Depends(get_store)]
 

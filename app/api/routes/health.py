@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep, StoreDep
+from app.api.deps import CeleryDep, SettingsDep, StoreDep
 from app.broker import broker_answers
 
 router = APIRouter(tags=["health"])
@@ -21,7 +21,7 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", responses={503: {"description": "job store or broker not answering"}})
-async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
+async def readyz(store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JSONResponse:
     """200 only when the job store and the broker both answer."""
     checks: dict[str, str] = {}
     try:
@@ -29,6 +29,6 @@ async def readyz(store: StoreDep, settings: SettingsDep) -> JSONResponse:
         checks["job_store"] = "ok"
     except Exception as exc:
         checks["job_store"] = f"unavailable: {type(exc).__name__}: {exc}"[:300]
-    checks["broker"] = await run_in_threadpool(broker_answers, settings)
+    checks["broker"] = await run_in_threadpool(broker_answers, celery, settings)
     ready = all(value == "ok" for value in checks.values())
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import Mutating, SettingsDep, StoreDep
+from app.api.deps import CeleryDep, Mutating, SettingsDep, StoreDep
 from app.schemas import ErrorBody, JobList, ShardRequest, TrainRequest
 from app.submission import submit_shard, submit_train
 from core.jobs import Job, JobKind, JobState
@@ -24,20 +24,28 @@ _ERRORS = {
 
 @router.post("/shard", status_code=202, dependencies=[Mutating], responses=_ERRORS)
 async def create_shard_job(
-    body: ShardRequest, response: Response, store: StoreDep, settings: SettingsDep
+    body: ShardRequest,
+    response: Response,
+    store: StoreDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
 ) -> Job:
     """Turn a folder (or .zip) of images into a sharded TFRecord dataset."""
-    job = await run_in_threadpool(submit_shard, store, settings, body)
+    job = await run_in_threadpool(submit_shard, celery, store, settings, body)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
 
 
 @router.post("/train", status_code=202, dependencies=[Mutating], responses=_ERRORS)
 async def create_train_job(
-    body: TrainRequest, response: Response, store: StoreDep, settings: SettingsDep
+    body: TrainRequest,
+    response: Response,
+    store: StoreDep,
+    settings: SettingsDep,
+    celery: CeleryDep,
 ) -> Job:
     """Train (or resume training) a ResNet on a dataset."""
-    job = await run_in_threadpool(submit_train, store, settings, body)
+    job = await run_in_threadpool(submit_train, celery, store, settings, body)
     response.headers["Location"] = f"/jobs/{job.id}"
     return job
 
