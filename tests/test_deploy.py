@@ -1,0 +1,81 @@
+"""docker-compose.yml and the Dockerfile, checked without a Docker engine: the compose file
+against the Compose specification, and every command they run against `make run`'s."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _procfile() -> dict[str, list[str]]:
+    entries = {}
+    for line in (REPO / "Procfile").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, command = line.split(":", 1)
+            entries[name.strip()] = shlex.split(command)
+    return entries
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())  # type: ignore[no-any-return]
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    check = [
+        str(Path(sys.executable).with_name("check-jsonschema")),
+        "--builtin-schema", "vendor.compose-spec", str(REPO / "docker-compose.yml"),
+    ]
+    result = subprocess.run(check, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_runs_the_commands_of_make_run() -> None:
+    services = _compose()["services"]
+    procfile = _procfile()
+    assert services["api"]["command"] == procfile["api"]
+    assert services["datasets-worker"]["command"] == procfile["datasets"]
+    assert services["worker"]["command"] == procfile["training"]
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^run:.*\n(\t.*\n)*\t.*honcho --procfile Procfile start", makefile, re.M)
+
+
+def test_compose_shape() -> None:
+    compose = _compose()
+    services = compose["services"]
+    assert {"api", "worker", "redis", "postgres"} <= set(services)
+    gpu = services["worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["capabilities"] == ["gpu"]
+    # Redis: persistent (AOF on a volume), password, not published; same for PostgreSQL.
+    redis = services["redis"]
+    assert "--appendonly" in redis["command"] and "--requirepass" in redis["command"]
+    assert any(v.endswith(":/data") for v in redis["volumes"])
+    for name in ("redis", "postgres"):
+        assert "ports" not in services[name], f"{name} must not be published"
+        assert "healthcheck" in services[name]
+    for name in ("api", "worker", "datasets-worker"):
+        depends = services[name]["depends_on"]
+        assert depends["redis"]["condition"] == "service_healthy"
+        assert depends["postgres"]["condition"] == "service_healthy"
+        assert "healthcheck" in services[name]
+        env = services[name]["environment"]
+        assert env["TINYRES_BROKER_URL"].startswith("redis://:")
+        assert env["TINYRES_DATABASE_URL"].startswith("postgresql+psycopg://")
+
+
+def test_dockerfile_runs_the_api_as_non_root() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    cmd = re.search(r'^CMD (\[.*\])$', dockerfile, re.M)
+    assert cmd is not None
+    assert yaml.safe_load(cmd.group(1)) == _procfile()["api"]
+    assert re.search(r"^USER tinyres$", dockerfile, re.M)
+    assert "'.[gpu]'" in dockerfile
+    # Every package folder the code imports is copied into the image.
+    for package in ("app", "core", "model", "worker"):
+        assert f"COPY {package} ./{package}" in dockerfile
