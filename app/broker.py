@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from celery import Celery
 from sqlalchemy import text
 
 from core.config import Settings
-from celery import Celery
-
 from worker.celery_app import SHARD_TASK, TRAIN_TASK
 
 _TASKS = {"shard": SHARD_TASK, "train": TRAIN_TASK}

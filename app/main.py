@@ -7,10 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import datasets, health, jobs, models
+from app.api.routes import datasets, health, jobs, models, predict
+from app.batching import Predictor
 from app.errors import install_error_handlers
 from core.config import Settings, get_settings
 from core.jobs import JobStore
+from model.serving import ModelCache
 from worker.celery_app import create_celery
 
 
@@ -23,7 +25,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = JobStore(settings.effective_database_url)
         store.create_schema()
         app.state.store = store
+        app.state.model_cache = ModelCache(settings.model_cache_size)
+        app.state.predictor = Predictor.from_settings(settings)
         yield
+        await app.state.predictor.close()
         store.engine.dispose()
 
     app = FastAPI(
@@ -39,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(datasets.router)
+    app.include_router(predict.router)
     return app
 
 

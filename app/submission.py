@@ -19,9 +19,7 @@ from core.jobs import FINISHED_STATES, Job, JobNotFound, JobState, JobStore
 from core.names import resolve_under
 
 
-def submit_shard(
-    celery: Celery, store: JobStore, settings: Settings, request: ShardRequest
-) -> Job:
+def submit_shard(celery: Celery, store: JobStore, settings: Settings, request: ShardRequest) -> Job:
     source = resolve_under(settings.resolved_data_root, request.source)
     if not source.exists():
         raise Unprocessable(f"source does not exist under the data root: {request.source!r}")
@@ -37,9 +35,7 @@ def submit_shard(
     return _create_and_publish(celery, store, "shard", request.model_dump())
 
 
-def submit_train(
-    celery: Celery, store: JobStore, settings: Settings, request: TrainRequest
-) -> Job:
+def submit_train(celery: Celery, store: JobStore, settings: Settings, request: TrainRequest) -> Job:
     if not layout.dataset_exists(settings, request.dataset):
         raise Unprocessable(f"dataset {request.dataset!r} does not exist; shard it first")
     params = request.model_dump()
@@ -96,9 +92,7 @@ def _class_count(settings: Settings, dataset: str) -> int:
         return -1
 
 
-def _create_and_publish(
-    celery: Celery, store: JobStore, kind: str, params: dict[str, Any]
-) -> Job:
+def _create_and_publish(celery: Celery, store: JobStore, kind: str, params: dict[str, Any]) -> Job:
     job = store.create(kind, params)  # type: ignore[arg-type]
     try:
         publish(celery, kind, job.id)

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     batch_max_size: Annotated[int, Field(ge=1, le=1024)] = 32
     batch_timeout_ms: Annotated[float, Field(ge=0, le=1000)] = 5.0
     predict_queue_size: Annotated[int, Field(ge=1)] = 256
+    predict_batch_max_images: Annotated[int, Field(ge=1, le=1024)] = 64
+    # TensorFlow op determinism and a reproducible input order: exact, slower.
+    deterministic: bool = False
     # Training on a GPU: on by default, off on the CPU where they do not help.
     mixed_precision: bool | None = None
     xla: bool | None = None

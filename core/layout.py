@@ -1,14 +1,14 @@
 """Where things live under the data root. One place, so the API and the workers agree.
 
-    <data_root>/
-        tinyres.sqlite, broker.sqlite      embedded job store and broker
-        datasets/<name>/manifest.json      a dataset exists iff its manifest does
-        datasets/<name>/*.tfrecord[.gz]
-        jobs/<job id>/checkpoints/epoch-0003.keras
-        jobs/<job id>/tensorboard/
-        jobs/<job id>/model.keras          what POST /predict serves
-        jobs/<job id>/classes.json         [{index, wnid, label}] of that model
-        jobs/<job id>/export/              TensorFlow SavedModel (TF Serving)
+<data_root>/
+    tinyres.sqlite, broker.sqlite      embedded job store and broker
+    datasets/<name>/manifest.json      a dataset exists iff its manifest does
+    datasets/<name>/*.tfrecord[.gz]
+    jobs/<job id>/checkpoints/epoch-0003.keras
+    jobs/<job id>/tensorboard/
+    jobs/<job id>/model.keras          what POST /predict serves
+    jobs/<job id>/classes.json         [{index, wnid, label}] of that model
+    jobs/<job id>/export/              TensorFlow SavedModel (TF Serving)
 """
 
 from __future__ import annotations

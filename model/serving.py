@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import functools
 import io
-import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from core import layout
 from core.config import Settings
 from core.jobs import Job, JobNotFound, JobState, JobStore
+from core.names import is_valid_name
 from model.config import INPUT_SHAPE
 
 # What training accepts (worker/sharding.py); never formats whose Pillow plugins run
@@ -82,7 +82,7 @@ class LoadedModel:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities ``[batch, classes]`` (float32) of uint8 pixels."""
-        return self.serve(pixels).numpy()  # type: ignore[no-any-return]
+        return self.serve(pixels).numpy()
 
 
 def load_model(model_id: str, path: Path) -> LoadedModel:
@@ -111,18 +111,13 @@ def load_model(model_id: str, path: Path) -> LoadedModel:
 
     # Warm-up: the first call traces the graph; no request should pay for that.
     outputs = serve(np.zeros((1, *INPUT_SHAPE), np.uint8)).shape[-1]
-    names = _class_names(network, path, outputs)
+    names = _class_names(network, outputs)
     return LoadedModel(id=model_id, network=network, class_names=names, serve=serve)
 
 
-def _class_names(network: Any, path: Path, outputs: int) -> ClassNames:
-    """The classes saved in the model's config, else in ``classes.json``, else numbers."""
+def _class_names(network: Any, outputs: int) -> ClassNames:
+    """The classes saved in the model's config; numbered ones for a model saved without."""
     names = getattr(network, "class_names", None)
-    if not names:
-        try:
-            names = json.loads((path.parent / layout.classes_path_name()).read_text())
-        except (AttributeError, OSError, ValueError):
-            names = None
     if isinstance(names, list) and len(names) == outputs:
         return [
             {"index": i, "wnid": str(entry["wnid"]), "label": str(entry["label"])}
@@ -176,11 +171,15 @@ class ModelCache:
                 return loaded
             try:
                 loaded = self._loader(model_id, path)
-            finally:
+            except BaseException:
                 with self._lock:
                     self._loading.pop(model_id, None)
+                raise
+            # Cached and no longer loading in one step: a caller arriving in between
+            # would otherwise miss both and load the model a second time.
             with self._lock:
                 self._models[model_id] = loaded
+                self._loading.pop(model_id, None)
                 while len(self._models) > self.capacity:
                     self._models.popitem(last=False)
         return loaded
@@ -194,6 +193,8 @@ def find_model(store: JobStore, settings: Settings, model_id: str | None) -> tup
         NoModelYet: ``model_id`` is None and no train job has produced a model yet.
     """
     if model_id is not None:
+        if not is_valid_name(model_id):  # ids are names; anything else cannot be one
+            raise ModelNotFound(f"no model with id {model_id[:80]!r}")
         try:
             job = store.get(model_id)
         except JobNotFound:
@@ -206,20 +207,20 @@ def find_model(store: JobStore, settings: Settings, model_id: str | None) -> tup
         if not path.is_file():
             raise ModelNotFound(f"model {model_id} has no model file (deleted?)")
         return job.id, path
-    for job in _newest_first(store):
+    succeeded = JobState.SUCCEEDED.value
+    newest = store.list(kind="train", state=succeeded, limit=1)
+    # Almost always the newest has its file; only when it was deleted look further back.
+    for job in _chain(newest, lambda: store.list(kind="train", state=succeeded)[1:]):
         path = layout.model_path(settings, job.id)
         if path.is_file():
             return job.id, path
     raise NoModelYet("no model trained yet: no train job has succeeded")
 
 
-def _newest_first(store: JobStore) -> Sequence[Job]:
-    succeeded = JobState.SUCCEEDED.value
-    newest = store.list(kind="train", state=succeeded, limit=1)
-    if not newest or layout.model_path is None:
-        return newest
-    # Almost always the newest has its file; only when it was deleted look further.
-    return [*newest, *store.list(kind="train", state=succeeded)[1:]]
+def _chain(first: Sequence[Job], rest: Callable[[], Sequence[Job]]) -> Iterator[Job]:
+    yield from first
+    if first:
+        yield from rest()
 
 
 def get_model(
@@ -273,7 +274,7 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
     import tensorflow as tf
 
     try:
-        return _decoder()(data).numpy()  # type: ignore[no-any-return]
+        return _decoder()(data).numpy()
     except tf.errors.OpError:
         pass
     # TensorFlow refuses a few valid files (CMYK JPEGs, for one); training converts those
@@ -300,12 +301,12 @@ def _decode_with_pillow(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as image:
             image.load()
-            if image.mode in ("P", "PA"):  # palette transparency is read as alpha, dropped
-                image = image.convert("RGBA")
-            pixels = np.asarray(image.convert("RGB"), dtype=np.uint8)
+            # Via RGBA, so palette transparency is read as alpha (then dropped).
+            rgba = image.convert("RGBA") if image.mode in ("P", "PA") else image
+            pixels = np.asarray(rgba.convert("RGB"), dtype=np.uint8)
     except Exception as exc:
         raise BadImage(f"undecodable image (truncated or corrupt): {exc}") from exc
-    return resize_to_input(pixels).numpy()  # type: ignore[no-any-return]
+    return resize_to_input(pixels).numpy()
 
 
 def top_k(probabilities: np.ndarray, k: int, class_names: ClassNames) -> list[dict[str, Any]]:

@@ -30,7 +30,9 @@ def _compose() -> dict:  # type: ignore[type-arg]
 def test_compose_file_follows_the_compose_specification() -> None:
     check = [
         str(Path(sys.executable).with_name("check-jsonschema")),
-        "--builtin-schema", "vendor.compose-spec", str(REPO / "docker-compose.yml"),
+        "--builtin-schema",
+        "vendor.compose-spec",
+        str(REPO / "docker-compose.yml"),
     ]
     result = subprocess.run(check, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -71,7 +73,7 @@ def test_compose_shape() -> None:
 
 def test_dockerfile_runs_the_api_as_non_root() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
-    cmd = re.search(r'^CMD (\[.*\])$', dockerfile, re.M)
+    cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
     assert cmd is not None
     assert yaml.safe_load(cmd.group(1)) == _procfile()["api"]
     assert re.search(r"^USER tinyres$", dockerfile, re.M)

@@ -22,7 +22,10 @@ def _start(data_root: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     env = service_env(data_root, TINYRES_PORT=str(port))
     with log.open("ab") as out:
         return subprocess.Popen(
-            ["make", "--no-print-directory", "run"], cwd=REPO, env=env, stdout=out,
+            ["make", "--no-print-directory", "run"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
             stderr=subprocess.STDOUT,
         )
 

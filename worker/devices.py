@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import keras
@@ -38,10 +39,8 @@ def configure_devices(settings: Settings) -> tf.distribute.Strategy:
     """
     physical = gpus()
     for device in physical:
-        try:
+        with contextlib.suppress(RuntimeError):  # already initialised in this process
             tf.config.experimental.set_memory_growth(device, True)
-        except RuntimeError:  # already initialised in this process
-            pass
     mixed = settings.mixed_precision
     if mixed is None:
         mixed = _bfloat16_capable(physical)

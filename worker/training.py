@@ -78,25 +78,30 @@ def train(ctx: JobContext) -> dict[str, Any]:
     """Run a train job to the end; return the Job's `result`."""
     params = TrainParams.model_validate(ctx.job.params)
     settings = ctx.settings
+    if settings.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(params.seed)
     strategy = configure_devices(settings)
     data = make_datasets(
         layout.dataset_dir(settings, params.dataset),
         params.batch_size,
         cache_bytes=settings.reader_cache_bytes,
         seed=params.seed,
+        deterministic=settings.deterministic,
     )
     classes = data.classes
     job_dir = layout.job_dir(settings, ctx.job_id)
     layout.checkpoints_dir(settings, ctx.job_id).mkdir(parents=True, exist_ok=True)
+    layout.classes_path(settings, ctx.job_id).write_text(json.dumps(classes))
 
     with strategy.scope():
-        start = _starting_point(ctx, params, len(classes))
+        start = _starting_point(ctx, params, classes)
         if start.fresh:
             _compile(start.model, params, settings)
     model = start.model
     ctx.check_cancelled()
     if start.fresh:
-        _sanity_check(ctx, model, data.val, len(classes))
+        _sanity_check(ctx, model, data.val, min(SANITY_BATCHES, data.val_steps), len(classes))
 
     progress = JobProgress(ctx, params, data.steps_per_epoch, start.history)
     callbacks: list[keras.callbacks.Callback] = [
@@ -109,7 +114,6 @@ def train(ctx: JobContext) -> dict[str, Any]:
             log_dir=str(job_dir / "tensorboard"), write_graph=False, profile_batch=0
         ),
     ]
-    keras.utils.set_random_seed(params.seed + start.initial_epoch)
     model.fit(
         data.train_epochs(start.initial_epoch, params.epochs),
         epochs=params.epochs,
@@ -118,18 +122,19 @@ def train(ctx: JobContext) -> dict[str, Any]:
         validation_data=data.val,
         validation_steps=data.val_steps,
         callbacks=callbacks,
+        shuffle=False,  # the input pipeline shuffles, per epoch and reproducibly
         verbose=0,
     )
     if ctx.should_stop():
         ctx.check_cancelled()  # raises: cancelled (checkpoints kept) or lease lost
     if len(progress.history) < params.epochs:
-        raise JobFailed(
-            f"training stopped after {len(progress.history)} of {params.epochs} epochs"
-        )
+        raise JobFailed(f"training stopped after {len(progress.history)} of {params.epochs} epochs")
     return _save_for_serving(ctx, model, classes, params)
 
 
-def _starting_point(ctx: JobContext, params: TrainParams, num_classes: int) -> Start:
+def _starting_point(ctx: JobContext, params: TrainParams, classes: list[dict[str, Any]]) -> Start:
+    for leftover in layout.job_dir(ctx.settings, ctx.job_id).rglob(".tmp-*"):
+        leftover.unlink()  # a checkpoint a killed attempt was writing: never complete
     own = _load_newest_checkpoint(ctx.settings, ctx.job_id)
     if own is not None:
         epoch, model = own
@@ -144,7 +149,7 @@ def _starting_point(ctx: JobContext, params: TrainParams, num_classes: int) -> S
         model = _load_checkpoint(path)
         return Start(model, params.initial_epoch, [], fresh=False)
     arch = ArchitectureConfig(width=params.width, levels=params.levels)
-    model = build_resnet(num_classes, arch, l2=params.l2)
+    model = build_resnet(len(classes), arch, l2=params.l2, class_names=classes)
     return Start(model, 0, [], fresh=True)
 
 
@@ -177,9 +182,11 @@ def _compile(model: keras.Model, params: TrainParams, settings: Settings) -> Non
     )
 
 
-def _sanity_check(ctx: JobContext, model: keras.Model, val: tf.data.Dataset, classes: int) -> None:
+def _sanity_check(
+    ctx: JobContext, model: keras.Model, val: tf.data.Dataset, steps: int, classes: int
+) -> None:
     """The write-up's check: an untrained model scores about 1/classes."""
-    loss, accuracy = model.evaluate(val.take(SANITY_BATCHES), verbose=0)
+    loss, accuracy = model.evaluate(val.take(steps), steps=steps, verbose=0)
     ctx.report(
         metrics={
             "initial_accuracy": float(accuracy),
@@ -242,7 +249,7 @@ class JobProgress(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         self.ctx = ctx
-        self.params = params
+        self.train_params = params
         self.steps = steps_per_epoch
         self.history = list(history)
         self.interval = ctx.settings.progress_interval
@@ -274,7 +281,7 @@ class JobProgress(keras.callbacks.Callback):
         entry = {
             "epoch": epoch + 1,
             **metrics,
-            "learning_rate": staircase_learning_rate(self.params, epoch),
+            "learning_rate": staircase_learning_rate(self.train_params, epoch),
             "seconds": round(seconds, 3),
         }
         entry.pop("lr", None)
@@ -284,7 +291,7 @@ class JobProgress(keras.callbacks.Callback):
 
     def _write(self, step: int, logs: dict[str, Any] | None) -> None:
         self.last_write = time.monotonic()
-        epochs = self.params.epochs
+        epochs = self.train_params.epochs
         done_steps = self.epoch * self.steps + step
         fraction = min(done_steps / max(epochs * self.steps, 1), 1.0)
         eta = None
@@ -336,7 +343,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
             history=progress.history,
             metrics={**self.ctx.store.get(self.ctx.job_id).metrics, **metrics},
             progress={
-                "fraction": round(done / progress.params.epochs, 6),
+                "fraction": round(done / progress.train_params.epochs, 6),
                 "epoch": done,
                 "step": progress.steps,
             },

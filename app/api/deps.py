@@ -31,15 +31,15 @@ StoreDep = Annotated[JobStore, Depends(get_store)]
 
 def require_api_key(
     settings: SettingsDep,
-    x_api_key: Annotated[str | None, Header(description="Needed when TINYRES_API_KEY is set.")] = None,
+    x_api_key: Annotated[
+        str | None, Header(description="Needed when TINYRES_API_KEY is set.")
+    ] = None,
 ) -> None:
     """Guard for mutating routes: with TINYRES_API_KEY set, X-API-Key must match it."""
     if settings.api_key is None:
         return
     # compare_digest: the time taken does not reveal how much of the key matched.
-    if x_api_key is None or not hmac.compare_digest(
-        x_api_key.encode(), settings.api_key.encode()
-    ):
+    if x_api_key is None or not hmac.compare_digest(x_api_key.encode(), settings.api_key.encode()):
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
             detail="missing or wrong X-API-Key header",

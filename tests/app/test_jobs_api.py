@@ -22,8 +22,9 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def source(data_root: Path) -> str:
-    make_digits_tiny_imagenet(data_root / "sources" / "digits", classes=3, train_per_class=4,
-                              val_per_class=1)
+    make_digits_tiny_imagenet(
+        data_root / "sources" / "digits", classes=3, train_per_class=4, val_per_class=1
+    )
     return "sources/digits"
 
 
@@ -52,8 +53,12 @@ def test_submit_shard_job(client: TestClient, source: str) -> None:
     assert answer.headers["Location"] == f"/jobs/{job['id']}"
     assert job["kind"] == "shard" and job["state"] == "queued"
     assert job["params"] == {
-        "source": source, "dataset": "digits", "num_shards": 10, "compression": "GZIP",
-        "seed": 0, "overwrite": False,
+        "source": source,
+        "dataset": "digits",
+        "num_shards": 10,
+        "compression": "GZIP",
+        "seed": 0,
+        "overwrite": False,
     }
     assert client.get(f"/jobs/{job['id']}").json()["id"] == job["id"]
     again = client.post("/jobs/shard", json={"source": source, "dataset": "digits"})
@@ -148,8 +153,18 @@ def test_api_key_guards_mutating_routes(data_root: Path, source: str) -> None:
 
 def test_openapi_documents_the_contract(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
-    for path in ("/jobs/shard", "/jobs/train", "/jobs", "/jobs/{job_id}",
-                 "/jobs/{job_id}/cancel", "/datasets", "/datasets/{name}", "/models",
-                 "/models/{model_id}", "/healthz", "/readyz"):
+    for path in (
+        "/jobs/shard",
+        "/jobs/train",
+        "/jobs",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/cancel",
+        "/datasets",
+        "/datasets/{name}",
+        "/models",
+        "/models/{model_id}",
+        "/healthz",
+        "/readyz",
+    ):
         assert path in paths
     assert client.get("/docs").status_code == 200

@@ -83,21 +83,44 @@ def service_env(data_root: Path, **extra: str) -> dict[str, str]:
 
 @contextmanager
 def worker_process(
-    env: dict[str, str], queues: str = "datasets,training", *, log: Path, concurrency: int = 1,
-    max_tasks_per_child: int | None = None, name: str = "test",
+    env: dict[str, str],
+    queues: str = "datasets,training",
+    *,
+    log: Path,
+    concurrency: int = 1,
+    max_tasks_per_child: int | None = None,
+    name: str = "test",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A real `celery worker` process, stopped (and reaped) at the end."""
     command = [
-        sys.executable, "-m", "celery", "-A", "worker.celery_app", "worker",
-        "--queues", queues, "--concurrency", str(concurrency), "--pool", "prefork",
-        "--hostname", f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h", "--loglevel", "INFO",
-        "--without-gossip", "--without-mingle",
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker.celery_app",
+        "worker",
+        "--queues",
+        queues,
+        "--concurrency",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "--hostname",
+        f"{name}-{os.getpid()}-{time.monotonic_ns()}@%h",
+        "--loglevel",
+        "INFO",
+        "--without-gossip",
+        "--without-mingle",
     ]
     if max_tasks_per_child:
         command += ["--max-tasks-per-child", str(max_tasks_per_child)]
     with log.open("ab") as out:
         process = subprocess.Popen(
-            command, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            command,
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -128,8 +151,12 @@ def api_process(env: dict[str, str], *, log: Path) -> Iterator[str]:
     env = {**env, "TINYRES_PORT": str(port)}
     with log.open("ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app"], cwd=REPO, env=env, stdout=out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "app"],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
 

@@ -45,9 +45,7 @@ def _finished(client: TestClient, job_id: str) -> dict[str, Any] | None:
     return job if job["state"] in ("succeeded", "failed", "cancelled") else None
 
 
-def test_shard_job_fans_out_through_a_real_worker(
-    stack: dict[str, Any], data_root: Path
-) -> None:
+def test_shard_job_fans_out_through_a_real_worker(stack: dict[str, Any], data_root: Path) -> None:
     client: TestClient = stack["client"]
     make_digits_tiny_imagenet(data_root / "src", classes=4, train_per_class=6, val_per_class=2)
     answer = client.post(

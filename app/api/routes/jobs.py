@@ -57,9 +57,7 @@ async def list_jobs(
     state: Annotated[JobState | None, Query()] = None,
 ) -> JobList:
     """All jobs, newest first."""
-    jobs = await run_in_threadpool(
-        store.list, kind, state.value if state is not None else None
-    )
+    jobs = await run_in_threadpool(store.list, kind, state.value if state is not None else None)
     return JobList(jobs=jobs)
 
 

@@ -1,0 +1,221 @@
+"""Tests of model.serving: finding, loading and caching models, decoding uploads, top k."""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from core import layout
+from core.config import Settings
+from core.jobs import JobState, JobStore
+from model import ArchitectureConfig, build_resnet
+from model.preprocessing import decode_image, preprocess, resize_to_input
+from model.serving import (
+    BadImage,
+    ImageTooLarge,
+    LoadedModel,
+    ModelBroken,
+    ModelCache,
+    ModelNotFound,
+    NoModelYet,
+    decode_upload,
+    find_model,
+    get_model,
+    load_model,
+    top_k,
+)
+
+NAMES = [{"index": i, "wnid": f"n{i:08d}", "label": f"label {i}"} for i in range(5)]
+
+
+def _encode(pixels: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
+    image = Image.fromarray(pixels)
+    buffer = io.BytesIO()
+    (image.convert(mode) if mode else image).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _pixels(seed: int, shape: tuple[int, int] = (64, 64)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    network = build_resnet(5, ArchitectureConfig(width=8, levels=[1, 1]), class_names=NAMES)
+    rng = np.random.default_rng(0)
+    for variable in network.weights:
+        if not variable.path.endswith("moving_variance"):
+            variable.assign(rng.normal(0, 0.3, variable.shape).astype(variable.dtype))
+    path = tmp_path_factory.mktemp("serving") / "model.keras"
+    network.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def loaded(saved: Path) -> LoadedModel:
+    return load_model("m1", saved)
+
+
+def test_loaded_model_matches_the_network_called_directly(loaded: LoadedModel, saved: Path) -> None:
+    pixels = np.stack([_pixels(seed) for seed in range(3)])
+    network = keras.saving.load_model(saved, compile=False)
+    expected = tf.nn.softmax(network(preprocess(pixels), training=False)).numpy()
+    got = loaded.probabilities(pixels)
+    assert got.dtype == np.float32 and got.shape == (3, 5)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
+    assert loaded.class_names == NAMES and loaded.num_classes == 5
+
+
+def test_serving_function_is_traced_once_for_any_batch_size(loaded: LoadedModel) -> None:
+    for batch in (1, 2, 7):
+        loaded.probabilities(np.zeros((batch, 64, 64, 3), np.uint8))
+    assert loaded.serve.experimental_get_tracing_count() == 1  # type: ignore[attr-defined]
+
+
+def test_model_saved_without_class_names_gets_numbered_ones(tmp_path: Path) -> None:
+    path = tmp_path / "plain.keras"
+    build_resnet(2, ArchitectureConfig(width=8, levels=[1])).save(path)
+    assert load_model("plain", path).class_names == [
+        {"index": 0, "wnid": "0", "label": "0"},
+        {"index": 1, "wnid": "1", "label": "1"},
+    ]
+
+
+def test_broken_model_file_raises_model_broken(tmp_path: Path) -> None:
+    path = tmp_path / "broken.keras"
+    path.write_bytes(b"not a zip")
+    with pytest.raises(ModelBroken):
+        load_model("broken", path)
+
+
+def test_top_k_sorts_and_labels() -> None:
+    probabilities = np.array([0.1, 0.4, 0.05, 0.4, 0.05], np.float32)
+    best = top_k(probabilities, 3, NAMES)
+    assert [p["class_index"] for p in best] == [1, 3, 0]  # ties keep class order
+    assert best[0] == {
+        "class_index": 1,
+        "wnid": "n00000001",
+        "label": "label 1",
+        "probability": pytest.approx(0.4),
+    }
+    assert all(type(p["probability"]) is float for p in best)
+    assert len(top_k(probabilities, 99, NAMES)) == 5
+
+
+class _CountingLoader:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[str] = []
+        self.delay = delay
+        self._lock = threading.Lock()
+
+    def __call__(self, model_id: str, path: Path) -> LoadedModel:
+        with self._lock:
+            self.calls.append(model_id)
+        time.sleep(self.delay)
+        if model_id == "bad":
+            raise ModelBroken("bad")
+        return LoadedModel(id=model_id, network=None, class_names=[], serve=lambda x: x)
+
+
+def test_cache_is_a_bounded_lru() -> None:
+    loader = _CountingLoader()
+    cache = ModelCache(2, loader=loader)
+    a = cache.get("a", Path("a"))
+    cache.get("b", Path("b"))
+    assert cache.get("a", Path("a")) is a  # a is now the most recently used
+    cache.get("c", Path("c"))  # evicts b
+    assert cache.ids() == ["a", "c"]
+    cache.get("b", Path("b"))
+    assert loader.calls == ["a", "b", "c", "b"]
+
+
+def test_cache_loads_once_for_concurrent_callers_and_retries_failures() -> None:
+    loader = _CountingLoader(delay=0.2)
+    cache = ModelCache(4, loader=loader)
+    results: list[LoadedModel] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.get("a", Path("a")))) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert loader.calls == ["a"] and len({id(r) for r in results}) == 1
+    for _ in range(2):
+        with pytest.raises(ModelBroken):
+            cache.get("bad", Path("bad"))
+    assert loader.calls == ["a", "bad", "bad"] and cache.ids() == ["a"]
+
+
+def _register(store: JobStore, settings: Settings, source: Path | None) -> str:
+    job = store.create("train", {"dataset": "d", "width": 8, "levels": [1, 1], "epochs": 1})
+    if source is not None:
+        path = layout.model_path(settings, job.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(source.read_bytes())
+    store.finish(job.id, JobState.SUCCEEDED, result={})
+    return job.id
+
+
+@pytest.fixture
+def sqlite_store(settings: Settings) -> JobStore:
+    store = JobStore(settings.effective_database_url)
+    store.create_schema()
+    return store
+
+
+def test_find_model_default_and_errors(
+    settings: Settings, sqlite_store: JobStore, saved: Path
+) -> None:
+    store = sqlite_store
+    with pytest.raises(NoModelYet):
+        find_model(store, settings, None)
+    older = _register(store, settings, saved)
+    assert find_model(store, settings, None) == (older, layout.model_path(settings, older))
+    newer = _register(store, settings, saved)
+    assert find_model(store, settings, None)[0] == newer
+    assert find_model(store, settings, older)[0] == older
+    no_file = _register(store, settings, None)  # newest, but its file is gone
+    assert find_model(store, settings, None)[0] == newer
+    queued = store.create("train", {"dataset": "d"}).id
+    shard = store.create("shard", {"dataset": "d"}).id
+    store.finish(shard, JobState.SUCCEEDED)
+    for bad in ("missing", no_file, queued, shard):
+        with pytest.raises(ModelNotFound):
+            find_model(store, settings, bad)
+    cache = ModelCache(1)
+    assert get_model(cache, store, settings, None).id == newer
+    store.engine.dispose()
+
+
+def test_decode_upload_gives_the_training_pixels() -> None:
+    pixels = _pixels(1, (100, 150))
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "WEBP"):
+        data = _encode(pixels, fmt)
+        got = decode_upload(data, 10**6)
+        assert got.dtype == np.uint8 and got.shape == (64, 64, 3)
+        np.testing.assert_array_equal(got, decode_image(data).numpy())
+
+
+def test_decode_upload_falls_back_to_pillow_where_tensorflow_cannot() -> None:
+    data = _encode(_pixels(2), "BMP", mode="1")  # 1-bit BMP: TensorFlow refuses it
+    expected = resize_to_input(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+    np.testing.assert_array_equal(decode_upload(data, 10**6), expected.numpy())
+
+
+def test_decode_upload_refuses_bad_and_huge_images() -> None:
+    jpeg = _encode(_pixels(3, (128, 128)), "JPEG")
+    for bad in (b"", b"plain text", jpeg[: len(jpeg) // 2], _encode(_pixels(3), "TIFF")):
+        with pytest.raises(BadImage):
+            decode_upload(bad, 10**6)
+    with pytest.raises(ImageTooLarge, match="128x128"):
+        decode_upload(jpeg, 128 * 128 - 1)

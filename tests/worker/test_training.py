@@ -1,0 +1,151 @@
+"""Training as a job, in this process: real TensorFlow, real shards, a real job store."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import pytest
+
+from core import layout
+from core.config import Settings
+from core.jobs import Job, JobState, JobStore
+from model.preprocessing import preprocess
+from tests.utils.datasets import make_digits_tiny_imagenet
+from worker import sharding
+from worker.runner import run_job
+from worker.training import TrainParams, staircase_learning_rate, train
+
+TINY = {"width": 8, "levels": [1, 1]}
+
+
+def train_params(dataset: str, **overrides: Any) -> dict[str, Any]:
+    params = {
+        "dataset": dataset,
+        **TINY,
+        "epochs": 2,
+        "batch_size": 32,
+        "learning_rate": 0.05,
+        "momentum": 0.9,
+        "lr_decay_epoch": 64,
+        "lr_decay": 0.1,
+        "l2": 0.0001,
+        "resume_from": None,
+        "initial_epoch": None,
+        "seed": 0,
+    }
+    params.update(overrides)
+    return params
+
+
+@pytest.fixture(scope="module")
+def digits_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data root holding a sharded 10-class digits dataset (real images)."""
+    root = tmp_path_factory.mktemp("training") / "data"
+    source = make_digits_tiny_imagenet(
+        root / "src", classes=10, train_per_class=40, val_per_class=10, seed=1
+    )
+    sharding.shard_dataset(source, root / "datasets" / "digits", num_shards=4, seed=0)
+    return root
+
+
+@pytest.fixture
+def train_settings(digits_root: Path) -> Settings:
+    return Settings(data_root=digits_root, lease_seconds=30, progress_interval=0.2)
+
+
+@pytest.fixture
+def job_store(train_settings: Settings) -> JobStore:
+    store = JobStore(train_settings.effective_database_url)
+    store.create_schema()
+    return store
+
+
+def run_train(store: JobStore, settings: Settings, params: dict[str, Any]) -> Job:
+    job = store.create("train", params)
+    finished = run_job(store, settings, job.id, train)
+    assert finished is not None
+    return finished
+
+
+def test_staircase_schedule() -> None:
+    params = TrainParams.model_validate(train_params("d", lr_decay_epoch=2, lr_decay=0.1))
+    rates = [staircase_learning_rate(params, epoch) for epoch in range(5)]
+    assert rates == pytest.approx([0.05, 0.05, 0.005, 0.005, 0.0005])
+
+
+def test_the_network_learns_digits(job_store: JobStore, train_settings: Settings) -> None:
+    # The write-up's staircase, compressed: x0.1 after 8 of 12 epochs.
+    params = train_params("digits", epochs=12, batch_size=16, lr_decay_epoch=8)
+    job = run_train(job_store, train_settings, params)
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert [entry["epoch"] for entry in job.history] == list(range(1, 13))
+    rates = [entry["learning_rate"] for entry in job.history]
+    assert rates == pytest.approx([0.05] * 8 + [0.005] * 4)
+    first, last = job.history[0], job.history[-1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds"} <= set(last)
+    # The write-up's sanity check: untrained, about 1/classes.
+    assert job.metrics["initial_accuracy"] < 0.3
+    assert last["loss"] < first["loss"]
+    # Far above chance (0.1) on held-out images the network never saw.
+    assert last["val_accuracy"] >= 0.6, job.history
+
+    # The model for serving: the .keras file with its class list, and a SavedModel.
+    model = keras.saving.load_model(layout.model_path(train_settings, job.id))
+    assert [c["label"] for c in model.class_names][:2] == ["digit zero", "digit one"]
+    assert (layout.export_dir(train_settings, job.id) / "saved_model.pb").is_file()
+    assert job.result is not None and job.result["model"] == job.id
+    assert json.loads(layout.classes_path(train_settings, job.id).read_text())[0]["index"] == 0
+    # Checkpoints: newest five (and the best) kept, TensorBoard events written.
+    kept = layout.checkpoint_epochs(train_settings, job.id)
+    assert kept[-5:] == [8, 9, 10, 11, 12] and len(kept) <= 6
+    events = list((layout.job_dir(train_settings, job.id) / "tensorboard").rglob("events.out.*"))
+    assert events
+
+    # What the saved model predicts equals the network on the same preprocessed pixels.
+    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    direct = model(preprocess(images), training=False)
+    assert np.asarray(direct).shape == (4, 10)
+
+
+def test_progress_moves_within_an_epoch_and_cancel_stops_it(
+    job_store: JobStore, train_settings: Settings
+) -> None:
+    params = train_params("digits", epochs=50, batch_size=4)
+    job = job_store.create("train", params)
+    outcome: list[Job | None] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(run_job(job_store, train_settings, job.id, train))
+    )
+    runner.start()
+    seen: set[tuple[int, int]] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        progress = job_store.get(job.id).progress
+        if progress.get("epoch") and progress.get("step"):
+            seen.add((progress["epoch"], progress["step"]))
+        if job_store.units(job.id) == [] and len({s for e, s in seen if e == 2}) >= 3:
+            break
+        time.sleep(0.05)
+    # Several different steps of one epoch were visible while it ran.
+    assert len({step for epoch, step in seen if epoch == 2}) >= 3, seen
+    snapshot = job_store.get(job.id)
+    assert snapshot.progress["epochs"] == 50 and snapshot.progress["steps"] == 100
+    assert 0 < snapshot.progress["fraction"] < 0.1
+    assert snapshot.progress["eta_seconds"] is not None and snapshot.progress["eta_seconds"] > 0
+    assert "loss" in snapshot.metrics
+
+    asked = time.monotonic()
+    job_store.request_cancel(job.id)
+    runner.join(timeout=60)
+    assert not runner.is_alive()
+    assert time.monotonic() - asked < 15
+    final = job_store.get(job.id)
+    assert final.state == JobState.CANCELLED and final.error is None
+    # Checkpoints of the finished epochs are kept: the job can be resumed later.
+    assert layout.checkpoint_epochs(train_settings, job.id)[-1] == len(final.history) >= 1
