@@ -127,8 +127,9 @@ def train(ctx: JobContext) -> dict[str, Any]:
     )
     if ctx.should_stop():
         ctx.check_cancelled()  # raises: cancelled (checkpoints kept) or lease lost
-    if len(progress.history) < params.epochs:
-        raise JobFailed(f"training stopped after {len(progress.history)} of {params.epochs} epochs")
+    last_epoch = progress.history[-1]["epoch"] if progress.history else start.initial_epoch
+    if last_epoch < params.epochs:
+        raise JobFailed(f"training stopped after epoch {last_epoch} of {params.epochs}")
     return _save_for_serving(ctx, model, classes, params)
 
 

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from core import layout
 from core.config import Settings
+from model.resnet import Resnet
 from tests.utils.datasets import make_digits_tiny_imagenet
 from tests.utils.services import service_env, wait_for, worker_process
 from worker import sharding
@@ -69,6 +70,7 @@ def _wait_finished(client: TestClient, job_id: str, log: Path, timeout: float = 
 def _weights(root: Path, job_id: str) -> list[np.ndarray]:
     settings = Settings(data_root=root)
     model = keras.saving.load_model(layout.model_path(settings, job_id))
+    assert isinstance(model, Resnet)
     return [np.asarray(w) for w in model.weights]
 
 
