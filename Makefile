@@ -7,7 +7,7 @@ EXTRAS ?= cpu,dev
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test lint bench install clean
+.PHONY: run test chaos lint install clean
 
 install: $(STAMP)
 
@@ -25,13 +25,15 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Fault tests with real processes killed and restarted (minutes); CI runs them too.
+chaos: $(STAMP)
+	$(BIN)/python -m pytest -m chaos tests/chaos
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy app core worker model
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,6 +6,7 @@ restarted API or worker, or a restarted broker, loses nothing.
 
 from __future__ import annotations
 
+import builtins
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,9 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    case,
     create_engine,
+    delete,
     event,
     func,
     or_,
@@ -34,6 +37,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine.url import make_url
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
@@ -105,6 +109,21 @@ class JobUnitRow(Base):
     done: Mapped[int] = mapped_column(Integer, default=0)
     total: Mapped[int] = mapped_column(Integer, default=0)
     finished: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class JobUnitClaimRow(Base):
+    """Who is writing one part of a fanned-out job now: at most one writer per part, even
+    when the broker delivers the part twice (a table of its own, so that `create_schema`
+    adds it to a database made before it existed)."""
+
+    __tablename__ = "job_unit_claims"
+
+    job_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    unit: Mapped[int] = mapped_column(Integer, primary_key=True)
+    owner: Mapped[str] = mapped_column(String(200))
+    expires: Mapped[datetime] = mapped_column(DateTime)
 
 
 class JobNotFound(LookupError):
@@ -279,7 +298,7 @@ class JobStore:
                     attempts=JobRow.attempts + 1,
                     started_at=func.coalesce(JobRow.started_at, now),
                 )
-            ).rowcount
+            ).rowcount  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
             row = session.get(JobRow, job_id, populate_existing=True)
             if row is None:
                 raise JobNotFound(job_id)
@@ -320,7 +339,7 @@ class JobStore:
         *,
         progress: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
-        history: list[dict[str, Any]] | None = None,
+        history: builtins.list[dict[str, Any]] | None = None,
         result: dict[str, Any] | None = None,
     ) -> None:
         """Replace the given fields of a job (progress is merged)."""
@@ -373,15 +392,27 @@ class JobStore:
             return _to_job(row)
 
     def release(self, job_id: str, owner: str) -> None:
-        """Give the lease back without finishing (warm shutdown: another worker continues)."""
+        """Give the lease back without finishing (warm shutdown: another worker continues).
+
+        The attempt this owner's claim counted is given back too: a handed-back run did
+        not fail. The job stays running with no lease, so `orphaned()` lists it at once.
+        """
         with self._session() as session:
             session.execute(
                 update(JobRow)
-                .where(JobRow.id == job_id, JobRow.lease_owner == owner)
-                .values(lease_owner=None, lease_expires=None, attempts=JobRow.attempts - 1)
+                .where(
+                    JobRow.id == job_id,
+                    JobRow.lease_owner == owner,
+                    JobRow.state == JobState.RUNNING.value,
+                )
+                .values(
+                    lease_owner=None,
+                    lease_expires=None,
+                    attempts=case((JobRow.attempts > 0, JobRow.attempts - 1), else_=0),
+                )
             )
 
-    def orphaned(self) -> list[Job]:
+    def orphaned(self) -> builtins.list[Job]:
         """Running jobs whose lease expired: their worker died and nobody is on them."""
         now = utcnow()
         query = select(JobRow).where(
@@ -401,10 +432,68 @@ class JobStore:
             else:
                 row.done, row.total, row.finished = done, total, finished
 
-    def units(self, job_id: str) -> list[tuple[int, int, int, bool]]:
+    def units(self, job_id: str) -> builtins.list[tuple[int, int, int, bool]]:
         query = select(JobUnitRow).where(JobUnitRow.job_id == job_id).order_by(JobUnitRow.unit)
         with self._session() as session:
             return [(u.unit, u.done, u.total, u.finished) for u in session.scalars(query)]
+
+    def claim_unit(self, job_id: str, unit: int, owner: str, lease_seconds: int) -> str | None:
+        """Take the lease on one part; None when granted, else who holds it (alive)."""
+        now = utcnow()
+        expires = now + timedelta(seconds=lease_seconds)
+        try:
+            with self._session() as session:
+                taken = session.execute(
+                    update(JobUnitClaimRow)
+                    .where(
+                        JobUnitClaimRow.job_id == job_id,
+                        JobUnitClaimRow.unit == unit,
+                        or_(JobUnitClaimRow.owner == owner, JobUnitClaimRow.expires < now),
+                    )
+                    .values(owner=owner, expires=expires)
+                ).rowcount  # type: ignore[attr-defined]  # an UPDATE gives a CursorResult
+                if taken:
+                    return None
+                row = session.get(JobUnitClaimRow, (job_id, unit))
+                if row is not None:
+                    return row.owner
+                session.add(JobUnitClaimRow(job_id=job_id, unit=unit, owner=owner, expires=expires))
+        except IntegrityError:  # another writer inserted it first
+            return "another writer"
+        return None
+
+    def renew_unit(self, job_id: str, unit: int, owner: str, lease_seconds: int) -> bool:
+        """Extend this owner's lease on a part; False if it is no longer this owner's."""
+        with self._session() as session:
+            return bool(
+                session.execute(
+                    update(JobUnitClaimRow)
+                    .where(
+                        JobUnitClaimRow.job_id == job_id,
+                        JobUnitClaimRow.unit == unit,
+                        JobUnitClaimRow.owner == owner,
+                    )
+                    .values(expires=utcnow() + timedelta(seconds=lease_seconds))
+                ).rowcount  # type: ignore[attr-defined]
+            )
+
+    def release_unit(self, job_id: str, unit: int, owner: str) -> None:
+        with self._session() as session:
+            session.execute(
+                delete(JobUnitClaimRow).where(
+                    JobUnitClaimRow.job_id == job_id,
+                    JobUnitClaimRow.unit == unit,
+                    JobUnitClaimRow.owner == owner,
+                )
+            )
+
+    def claimed_units(self, job_id: str) -> set[int]:
+        """The parts of a job that a live writer holds now."""
+        query = select(JobUnitClaimRow.unit).where(
+            JobUnitClaimRow.job_id == job_id, JobUnitClaimRow.expires >= utcnow()
+        )
+        with self._session() as session:
+            return set(session.scalars(query))
 
 
 class LeaseLost(RuntimeError):

@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def gpus() -> list[tf.config.PhysicalDevice]:
-    return tf.config.list_physical_devices("GPU")  # type: ignore[no-any-return]
+    return tf.config.list_physical_devices("GPU")
 
 
 def use_xla(settings: Settings) -> bool:

@@ -150,3 +150,23 @@ def test_progress_moves_within_an_epoch_and_cancel_stops_it(
     assert final.state == JobState.CANCELLED and final.error is None
     # Checkpoints of the finished epochs are kept: the job can be resumed later.
     assert layout.checkpoint_epochs(train_settings, job.id)[-1] == len(final.history) >= 1
+
+
+def test_a_nan_loss_fails_the_job_with_a_readable_error(
+    job_store: JobStore, train_settings: Settings
+) -> None:
+    from worker.runner import JobContext, JobFailed
+    from worker.training import JobProgress
+
+    job = job_store.create("train", train_params("digits"))
+    ctx = JobContext(job_store, job, train_settings, owner="test")
+    progress = JobProgress(ctx, TrainParams.model_validate(job.params), 10, [])
+
+    def nan_epoch(_: JobContext) -> None:
+        progress.on_epoch_end(2, {"loss": float("nan"), "accuracy": 0.1})
+
+    finished = run_job(job_store, train_settings, job.id, nan_epoch)
+    assert finished is not None and finished.state == JobState.FAILED
+    assert finished.error == "the loss became nan in epoch 3"
+    with pytest.raises(JobFailed):
+        nan_epoch(ctx)
