@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -99,6 +99,8 @@ class Predictor:
         timeout_ms: How long the oldest waiting request waits for others to join it.
         queue_size: The most requests accepted and not yet answered.
         retry_after: Seconds a refused client is told to wait.
+        on_batch: Called (in the inference thread) with the size of each forward pass run,
+            e.g. a Prometheus histogram's ``observe``.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class Predictor:
         timeout_ms: float = 5.0,
         queue_size: int = 256,
         retry_after: int = 1,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.batching = batching
         self.max_batch = max_batch
@@ -116,6 +119,7 @@ class Predictor:
         self.queue_size = queue_size
         self.retry_after = retry_after
         self.stats = BatchStats()
+        self._on_batch = on_batch
         self._waiting = 0
         self._queue: asyncio.Queue[_Request] = asyncio.Queue()
         self._collector: asyncio.Task[None] | None = None
@@ -126,12 +130,15 @@ class Predictor:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Predictor:
+    def from_settings(
+        cls, settings: Settings, on_batch: Callable[[int], None] | None = None
+    ) -> Predictor:
         return cls(
             batching=settings.batching,
             max_batch=settings.batch_max_size,
             timeout_ms=settings.batch_timeout_ms,
             queue_size=settings.predict_queue_size,
+            on_batch=on_batch,
         )
 
     @property
@@ -252,4 +259,6 @@ class Predictor:
             chunk = pixels[start : start + self.max_batch]
             parts.append(model.probabilities(chunk))
             self.stats.record(len(chunk))
+            if self._on_batch is not None:
+                self._on_batch(len(chunk))
         return np.concatenate(parts)

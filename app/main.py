@@ -7,9 +7,10 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import datasets, health, jobs, models, predict
+from app.api.routes import datasets, health, jobs, metrics, models, predict
 from app.batching import Predictor
 from app.errors import install_error_handlers
+from app.metrics import Metrics
 from core.config import Settings, get_settings
 from core.jobs import JobStore
 from model.serving import ModelCache
@@ -26,7 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store.create_schema()
         app.state.store = store
         app.state.model_cache = ModelCache(settings.model_cache_size)
-        app.state.predictor = Predictor.from_settings(settings)
+        app.state.predictor = Predictor.from_settings(
+            settings, on_batch=app.state.metrics.batch_sizes.observe
+        )
         yield
         await app.state.predictor.close()
         store.engine.dispose()
@@ -39,12 +42,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.celery = create_celery(settings, include_tasks=False)
+    # Its own registry per app: request latencies, batch sizes, jobs, queues (app/metrics.py).
+    app.state.metrics = Metrics()
+    app.state.metrics.install(app, settings)
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(datasets.router)
     app.include_router(predict.router)
+    app.include_router(metrics.router)
     return app
 
 
