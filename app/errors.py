@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.broker import BrokerUnavailable
@@ -45,7 +50,29 @@ def _json(status_code: int, detail: str, headers: dict[str, str] | None = None) 
     return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with what JSON cannot carry replaced: NaN and the infinities (which Python's
+    json parser accepts in requests) become strings, and lone surrogates (which a JSON
+    `\\ud800` escape yields) become backslash escapes."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {json_safe(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer (422, `detail`: the list of errors), except that the errors
+        # echo the input: made JSON-safe, a NaN or a lone surrogate in a request cannot
+        # turn its 422 into a 500.
+        return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, 422)
+
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _json(exc.status_code, exc.detail, exc.headers)

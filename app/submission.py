@@ -6,6 +6,7 @@ A request that cannot succeed is refused here with a 4xx, not accepted and faile
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -16,16 +17,41 @@ from app.schemas import ShardRequest, TrainRequest
 from core import layout
 from core.config import Settings
 from core.jobs import FINISHED_STATES, Job, JobNotFound, JobState, JobStore
-from core.names import resolve_under
+from core.names import is_valid_name, is_within, resolve_under
+
+
+def dataset_manifest(settings: Settings, name: str) -> Path | None:
+    """The manifest file of dataset `name`, or None when it has none *inside* the data root.
+
+    A dataset folder (or manifest) that is a symlink resolving outside the data root counts
+    as absent: nothing outside the data root is read, or trained on.
+    """
+    if not is_valid_name(name):
+        return None
+    path = layout.manifest_path(settings, name)
+    inside = is_within(settings.resolved_data_root, path) and is_within(
+        layout.datasets_root(settings), path
+    )
+    return path if inside and path.is_file() else None
 
 
 def submit_shard(celery: Celery, store: JobStore, settings: Settings, request: ShardRequest) -> Job:
     source = resolve_under(settings.resolved_data_root, request.source)
-    if not source.exists():
-        raise Unprocessable(f"source does not exist under the data root: {request.source!r}")
+    try:
+        exists = source.exists()
+    except OSError:
+        exists = False
+    if not exists:
+        raise Unprocessable(f"source does not exist under the data root: {request.source[:200]!r}")
     if layout.datasets_root(settings) in (source, *source.parents):
         raise Unprocessable("source must be a folder of images, not a shard set")
-    if layout.dataset_exists(settings, request.dataset) and not request.overwrite:
+    target = layout.dataset_dir(settings, request.dataset)
+    if (target.is_symlink() or target.exists()) and not (
+        is_within(settings.resolved_data_root, target)
+        and is_within(layout.datasets_root(settings), target)
+    ):
+        raise Unprocessable(f"dataset folder {request.dataset!r} leaves the data root")
+    if dataset_manifest(settings, request.dataset) is not None and not request.overwrite:
         raise Conflict(
             f"dataset {request.dataset!r} already exists; send overwrite=true to replace it"
         )
@@ -36,7 +62,7 @@ def submit_shard(celery: Celery, store: JobStore, settings: Settings, request: S
 
 
 def submit_train(celery: Celery, store: JobStore, settings: Settings, request: TrainRequest) -> Job:
-    if not layout.dataset_exists(settings, request.dataset):
+    if dataset_manifest(settings, request.dataset) is None:
         raise Unprocessable(f"dataset {request.dataset!r} does not exist; shard it first")
     params = request.model_dump()
     if request.resume_from is not None:
@@ -85,10 +111,12 @@ def _resume_params(store: JobStore, settings: Settings, request: TrainRequest) -
 
 
 def _class_count(settings: Settings, dataset: str) -> int:
-    path = layout.manifest_path(settings, dataset)
+    path = dataset_manifest(settings, dataset)
     try:
+        if path is None:
+            return -1
         return len(json.loads(path.read_text())["classes"])
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return -1
 
 

@@ -29,6 +29,11 @@ class Settings(BaseSettings):
     api_key: str | None = Field(
         default=None, description="When set, mutating requests need the X-API-Key header."
     )
+    api_key_reads: bool = Field(
+        default=False,
+        description="With api_key set, reads (every GET but /healthz, /readyz and the docs) "
+        "and POST /predict need the X-API-Key header too.",
+    )
     # Redis redelivers an unacknowledged task after this many seconds; it must exceed the
     # longest job, or a long training run would be handed to a second worker.
     visibility_timeout: Annotated[int, Field(ge=60)] = 7 * 24 * 3600

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,14 +11,18 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep
+from app.api.deps import READ_UNAUTHORIZED, Reading, SettingsDep
 from app.errors import NotFound
 from app.schemas import ErrorBody
+from app.submission import dataset_manifest
 from core import layout
 from core.config import Settings
-from core.names import is_valid_name
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+log = logging.getLogger(__name__)
+
+router = APIRouter(
+    prefix="/datasets", tags=["datasets"], dependencies=[Reading], responses=READ_UNAUTHORIZED
+)
 
 
 class ClassEntry(BaseModel):
@@ -62,16 +67,26 @@ def _dataset(manifest: dict[str, Any]) -> Dataset:
 
 
 def read_dataset(settings: Settings, name: str) -> Dataset:
-    path = layout.manifest_path(settings, name)
-    if not is_valid_name(name) or not path.is_file():
-        raise NotFound(f"no dataset named {name!r}")
+    path = dataset_manifest(settings, name)
+    if path is None:
+        raise NotFound(f"no dataset named {name[:80]!r}")
     return _dataset(json.loads(path.read_text()))
 
 
 def list_datasets(settings: Settings) -> DatasetList:
+    """Every readable dataset; a folder that is not one (a bad name, a symlink out of the
+    data root, a broken manifest) is left out, so it cannot break the listing."""
     root = layout.datasets_root(settings)
-    names = sorted(p.parent.name for p in root.glob("*/manifest.json")) if root.is_dir() else []
-    return DatasetList(datasets=[read_dataset(settings, name) for name in names])
+    names = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    datasets = []
+    for name in names:
+        try:
+            datasets.append(read_dataset(settings, name))
+        except NotFound:
+            continue
+        except (OSError, ValueError) as exc:  # ValueError: bad JSON, or not a manifest
+            log.warning("dataset %r left out of the listing: %s", name, exc)
+    return DatasetList(datasets=datasets)
 
 
 def preview(settings: Settings, name: str) -> bytes:

@@ -6,6 +6,7 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import CeleryDep, SettingsDep, StoreDep
@@ -20,7 +21,19 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "job store or broker not answering"}})
+class Readiness(BaseModel):
+    ready: bool
+    checks: dict[str, str] = Field(description='"ok", or why that part does not answer')
+
+
+@router.get(
+    "/readyz",
+    response_model=None,
+    responses={
+        200: {"model": Readiness, "description": "the job store and the broker answer"},
+        503: {"model": Readiness, "description": "job store or broker not answering"},
+    },
+)
 async def readyz(store: StoreDep, settings: SettingsDep, celery: CeleryDep) -> JSONResponse:
     """200 only when the job store and the broker both answer."""
     checks: dict[str, str] = {}

@@ -2,27 +2,51 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import CeleryDep, Mutating, SettingsDep, StoreDep
+from app.api.deps import (
+    READ_UNAUTHORIZED,
+    UNAUTHORIZED,
+    CeleryDep,
+    Mutating,
+    Reading,
+    SettingsDep,
+    StoreDep,
+)
 from app.schemas import ErrorBody, JobList, ShardRequest, TrainRequest
 from app.submission import submit_shard, submit_train
-from core.jobs import Job, JobKind, JobState
+from core.jobs import Job, JobKind, JobNotFound, JobState, JobStore
+from core.names import is_valid_name
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/jobs", tags=["jobs"], dependencies=[Reading], responses=READ_UNAUTHORIZED
+)
 
-_ERRORS = {
-    401: {"model": ErrorBody},
+_SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "the body is not JSON text"},
+    **UNAUTHORIZED,
     409: {"model": ErrorBody},
     422: {"model": ErrorBody},
-    503: {"model": ErrorBody},
+    503: {"model": ErrorBody, "description": "the broker did not take the job"},
 }
 
 
-@router.post("/shard", status_code=202, dependencies=[Mutating], responses=_ERRORS)
+def get_known_job(store: JobStore, job_id: str) -> Job:
+    """The job `job_id`; ids are names, so anything else is unknown without asking the store."""
+    if not is_valid_name(job_id):
+        raise JobNotFound(job_id[:80])
+    return store.get(job_id)
+
+
+def _cancel(store: JobStore, job_id: str) -> Job:
+    get_known_job(store, job_id)
+    return store.request_cancel(job_id)
+
+
+@router.post("/shard", status_code=202, dependencies=[Mutating], responses=_SUBMIT_ERRORS)
 async def create_shard_job(
     body: ShardRequest,
     response: Response,
@@ -36,7 +60,7 @@ async def create_shard_job(
     return job
 
 
-@router.post("/train", status_code=202, dependencies=[Mutating], responses=_ERRORS)
+@router.post("/train", status_code=202, dependencies=[Mutating], responses=_SUBMIT_ERRORS)
 async def create_train_job(
     body: TrainRequest,
     response: Response,
@@ -63,15 +87,15 @@ async def list_jobs(
 
 @router.get("/{job_id}", responses={404: {"model": ErrorBody}})
 async def get_job(job_id: str, store: StoreDep) -> Job:
-    return await run_in_threadpool(store.get, job_id)
+    return await run_in_threadpool(get_known_job, store, job_id)
 
 
 @router.post(
     "/{job_id}/cancel",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Mutating],
-    responses={404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
+    responses={**UNAUTHORIZED, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
 async def cancel_job(job_id: str, store: StoreDep) -> Job:
     """Stop a job: a queued one never starts; a running one stops within seconds."""
-    return await run_in_threadpool(store.request_cancel, job_id)
+    return await run_in_threadpool(_cancel, store, job_id)

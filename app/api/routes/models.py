@@ -10,15 +10,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep, StoreDep
+from app.api.deps import READ_UNAUTHORIZED, Reading, SettingsDep, StoreDep
 from app.errors import Conflict, NotFound
 from app.schemas import ErrorBody
 from core import layout
 from core.charts import history_png
 from core.config import Settings
 from core.jobs import Job, JobState, JobStore
+from core.names import is_valid_name
 
-router = APIRouter(tags=["models"])
+router = APIRouter(tags=["models"], dependencies=[Reading], responses=READ_UNAUTHORIZED)
 
 
 class ClassInfo(BaseModel):
@@ -72,6 +73,8 @@ def get_model(store: JobStore, settings: Settings, model_id: str) -> Model:
 
 
 def _train_job(store: JobStore, job_id: str) -> Job:
+    if not is_valid_name(job_id):  # ids are names: nothing else can be one
+        raise NotFound(f"no job with id {job_id[:80]!r}")
     job = store.get(job_id)
     if job.kind != "train":
         raise NotFound(f"job {job_id} is a {job.kind} job, not a train job")

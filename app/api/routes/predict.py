@@ -24,7 +24,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import SettingsDep, StoreDep
+from app.api.deps import READ_UNAUTHORIZED, Reading, SettingsDep, StoreDep
 from app.batching import Predictor, PredictorClosed, QueueFull
 from app.errors import ApiError, Conflict, NotFound, TooLarge, Unavailable, Unprocessable
 from app.schemas import ErrorBody
@@ -46,9 +46,12 @@ from model.serving import (
 if TYPE_CHECKING:
     from python_multipart.multipart import MultipartCallbacks
 
-router = APIRouter(prefix="/predict", tags=["predict"])
+router = APIRouter(
+    prefix="/predict", tags=["predict"], dependencies=[Reading], responses=READ_UNAUTHORIZED
+)
 
 DEFAULT_TOP_K = 5
+FORM_FIELDS = ("image", "model", "top_k")
 
 
 class ServerFault(ApiError):
@@ -198,6 +201,10 @@ async def read_form(request: Request, max_bytes: int, max_images: int) -> Predic
 
 
 def _form(parts: list[_Part], max_images: int) -> PredictForm:
+    unknown = sorted({p.name for p in parts} - set(FORM_FIELDS))
+    if unknown:
+        names = ", ".join(repr(name[:40]) for name in unknown[:5])
+        raise Unprocessable(f"unknown form field {names}; the fields are {', '.join(FORM_FIELDS)}")
     images = [bytes(p.data) for p in parts if p.name == "image"]
     if not images:
         raise Unprocessable("missing form field 'image' (the image file)")
@@ -301,13 +308,16 @@ def _multipart_body(several: bool) -> dict[str, Any]:
                         "type": "object",
                         "required": ["image"],
                         "properties": {
-                            "image": {"type": "array", "items": image} if several else image,
+                            "image": {"type": "array", "items": image, "minItems": 1}
+                            if several
+                            else image,
                             "model": {
                                 "type": "string",
                                 "description": "Model id; default: the newest model.",
                             },
                             "top_k": {"type": "integer", "minimum": 1, "default": DEFAULT_TOP_K},
                         },
+                        "additionalProperties": False,
                     }
                 }
             },
