@@ -41,6 +41,9 @@ def configure(app: Celery, config: Settings) -> None:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
+        # A broker blip must not kill a training run (Celery 6 will default this to True);
+        # a job whose worker really died is sent again by the orphan sweeper instead.
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         task_queues=[Queue(DATASETS_QUEUE), Queue(TRAINING_QUEUE)],
         task_default_queue=DATASETS_QUEUE,
         task_routes={

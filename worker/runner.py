@@ -3,22 +3,39 @@
 Work functions receive a `JobContext`; they report progress through it and call
 `ctx.check_cancelled()` at safe points, which raises `JobCancelled` once a cancel was
 requested (cancellation is cooperative, never a signal).
+
+Warm shutdown hands running jobs back. When a worker is asked to stop (SIGTERM to its main
+process, as `docker stop` and Kubernetes do, or to its whole process group, as systemd
+does), its running jobs stop at their next safe point (the next training batch), keep their
+checkpoints, give their lease back without counting an attempt, and are sent again, so
+another worker continues them at once instead of after the job would have ended. The main
+process learns of the shutdown from Celery (`request_shutdown`, through a flag shared with
+its forked pool children); a pool child that receives SIGTERM itself during a job hands
+that job back the same way (see `mark_pool_child`).
 """
 
 from __future__ import annotations
 
 import logging
+import mmap
 import os
+import signal
 import socket
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 from core.config import Settings
 from core.jobs import Job, JobState, JobStore, LeaseLost
 
 log = logging.getLogger(__name__)
+
+
+# The owner of a fanned-out shard job's lease while its parts run (they renew it together).
+SHARD_PARTS_OWNER = "shard-parts"
 
 
 class JobCancelled(Exception):
@@ -31,6 +48,127 @@ class JobFailed(Exception):
 
 class LeaseLostError(Exception):
     """Another worker took the job over: stop without touching it."""
+
+
+class HandBack(Exception):
+    """Stop without failing the job: release its lease (no attempt counted) and send it
+    again; it continues on this or another worker from where it got to."""
+
+
+class WorkerShuttingDown(HandBack):
+    """Raised inside work when its worker is shutting down: the job is handed back."""
+
+
+# One byte of anonymous shared memory, made when this module is imported: a Celery worker
+# imports it in its main process before the pool forks, so the main process and all of its
+# pool children see the same byte. The main process sets it when a shutdown begins.
+_SHUTDOWN_FLAG = mmap.mmap(-1, 1)
+# Set in one pool child only, when that child itself receives SIGTERM.
+_local_shutdown = threading.Event()
+_running_lock = threading.Lock()
+_running = 0  # jobs (or shard parts) running in this process now
+_sigterms = 0
+_exit_timer: threading.Timer | None = None
+_pool_child = False
+_previous_sigterm: Any = None
+# A child that got SIGTERM exits this long after it (sooner once its job is handed back),
+# in case nothing else ends it (Celery's cold shutdown joins its children without a limit).
+HANDBACK_GRACE_SECONDS = 30.0
+EXIT_AFTER_HANDBACK_SECONDS = 3.0
+
+
+def request_shutdown() -> None:
+    """Tell every job of this worker (this process and its forked children) to hand back."""
+    _SHUTDOWN_FLAG[0] = 1
+
+
+def shutdown_requested() -> bool:
+    return _SHUTDOWN_FLAG[0] == 1 or _local_shutdown.is_set()
+
+
+def reset_shutdown() -> None:
+    """Forget a shutdown request (for tests that run jobs in this process)."""
+    _SHUTDOWN_FLAG[0] = 0
+    _local_shutdown.clear()
+
+
+@contextmanager
+def job_running() -> Iterator[None]:
+    """Mark a job as running in this process (SIGTERM then hands it back, see below)."""
+    global _running
+    _install_sigterm_handler()
+    with _running_lock:
+        _running += 1
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running -= 1
+
+
+def _exit_soon(seconds: float) -> None:
+    global _exit_timer
+    if _exit_timer is not None:
+        _exit_timer.cancel()
+    _exit_timer = threading.Timer(seconds, os._exit, args=(0,))
+    _exit_timer.daemon = True
+    _exit_timer.start()
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _sigterms
+    _sigterms += 1
+    if _running and _sigterms == 1:
+        # Hand the job back at its next safe point, then go.
+        _local_shutdown.set()
+        _exit_soon(HANDBACK_GRACE_SECONDS)
+        return
+    # Idle, or told twice: what the pool child did before (billiard's handler ends it).
+    previous = _previous_sigterm if _previous_sigterm is not None else signal.SIG_DFL
+    signal.signal(signal.SIGTERM, previous)
+    if callable(previous):
+        previous(signum, frame)
+    else:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def mark_pool_child() -> None:
+    """Called in each prefork pool child (Celery's worker_process_init). Without this, a
+    SIGTERM sent to the child ends it at once (billiard's handler) and its job is lost
+    until its lease expires; with it, the first SIGTERM during a job hands the job back,
+    and an idle child, or a second SIGTERM, ends the process as before. Never in a worker's
+    main process, whose SIGTERM is Celery's own (it starts the warm shutdown)."""
+    global _pool_child
+    _pool_child = True
+
+
+def _install_sigterm_handler() -> None:
+    # Installed when the child's first job starts: billiard sets its own SIGTERM handler
+    # after worker_process_init, so installing it there would be undone.
+    global _previous_sigterm
+    if not _pool_child or threading.current_thread() is not threading.main_thread():
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if current is not _on_sigterm:
+        _previous_sigterm = current
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def after_handback() -> None:
+    """Called once a job was handed back and sent again."""
+    if _sigterms:  # this process was told to go: leave once the task has returned
+        _exit_soon(EXIT_AFTER_HANDBACK_SECONDS)
+
+
+def call_requeue(requeue: Callable[[], None] | None, what: str) -> None:
+    """Send a handed-back job again; if the broker does not take it, the orphan sweeper of
+    any live worker will (a released lease counts as expired)."""
+    if requeue is None:
+        return
+    try:
+        requeue()
+    except Exception as exc:
+        log.warning("%s: could not send it again (%s); the sweeper will", what, describe_error(exc))
 
 
 def worker_identity() -> str:
@@ -53,13 +191,16 @@ class JobContext:
         return self.job.id
 
     def check_cancelled(self) -> None:
+        """Raise if the job must stop: lease lost, cancel requested, or worker shutdown."""
         if self.lease_lost.is_set():
             raise LeaseLostError(self.job_id)
         if self.cancel_requested.is_set():
             raise JobCancelled(self.job_id)
+        if shutdown_requested():
+            raise WorkerShuttingDown(self.job_id)
 
     def should_stop(self) -> bool:
-        return self.cancel_requested.is_set() or self.lease_lost.is_set()
+        return self.cancel_requested.is_set() or self.lease_lost.is_set() or shutdown_requested()
 
     def report(self, **fields: Any) -> None:
         self.store.update(self.job_id, **fields)
@@ -112,13 +253,20 @@ def run_job(
     work: Callable[[JobContext], dict[str, Any] | None],
     *,
     finish: bool = True,
+    requeue: Callable[[], None] | None = None,
 ) -> Job | None:
     """Claim `job_id`, run `work` under a heartbeat, and record how it ended.
 
     Returns the finished job, or None when this worker did not get the job (already
-    finished, cancelled, or held by a live worker). With `finish=False` a successful
-    `work` leaves the job running (a fan-out whose parts finish it).
+    finished, cancelled, or held by a live worker) or handed it back because it is shutting
+    down: then the lease is released without counting an attempt, and `requeue()` sends the
+    job again. With `finish=False` a successful `work` leaves the job running (a fan-out
+    whose parts finish it).
     """
+    if shutdown_requested():  # delivered while this worker stops: leave it to the next
+        log.info("job %s not started: this worker is shutting down", job_id)
+        call_requeue(requeue, f"job {job_id}")
+        return None
     owner = worker_identity()
     claim = store.claim(job_id, owner, settings.lease_seconds, settings.job_max_attempts)
     if not claim.granted:
@@ -130,10 +278,20 @@ def run_job(
     heartbeat.beat()
     heartbeat.start()
     try:
-        result = work(ctx)
+        with job_running():
+            result = work(ctx)
     except JobCancelled:
         return store.finish(job_id, JobState.CANCELLED, error=None)
     except LeaseLostError:
+        return None
+    except HandBack as exc:
+        heartbeat.stop()
+        heartbeat.join(timeout=10)
+        store.release(job_id, owner)
+        reason = "worker shutting down" if isinstance(exc, WorkerShuttingDown) else exc
+        log.warning("job %s: %s; handed back for another worker", job_id, reason)
+        call_requeue(requeue, f"job {job_id}")
+        after_handback()
         return None
     except Exception as exc:
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())

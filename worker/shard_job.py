@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -19,12 +21,21 @@ from core.config import Settings
 from core.jobs import FINISHED_STATES, JobState, JobStore
 from core.names import resolve_under
 from worker import sharding
-from worker.runner import JobContext, JobFailed, describe_error
+from worker.runner import (
+    SHARD_PARTS_OWNER,
+    JobContext,
+    JobFailed,
+    after_handback,
+    call_requeue,
+    describe_error,
+    job_running,
+    shutdown_requested,
+    worker_identity,
+)
 from worker.sources import SourceError
 
 log = logging.getLogger(__name__)
 
-SHARD_PARTS_OWNER = "shard-parts"
 CANCEL_POLL_SECONDS = 1.0
 
 
@@ -49,8 +60,13 @@ def plan_job(ctx: JobContext) -> list[tuple[str, int]]:
     except (SourceError, sharding.DatasetExistsError) as exc:
         raise JobFailed(str(exc)) from exc
     finished = {unit for unit, _, _, done in ctx.store.units(ctx.job_id) if done}
+    # A part a live writer holds is being written (its worker only looked dead because no
+    # part renewed the job's lease for a while): sending it again would only duplicate it.
+    busy = ctx.store.claimed_units(ctx.job_id)
     todo = []
     for unit, (split, index) in enumerate(plan.parts()):
+        if unit in busy:
+            continue
         if unit not in finished:
             total = len(plan.records(split, index))
             ctx.store.set_unit(ctx.job_id, unit, 0, total, False)
@@ -59,8 +75,26 @@ def plan_job(ctx: JobContext) -> list[tuple[str, int]]:
     return todo
 
 
-def write_part(store: JobStore, settings: Settings, job_id: str, split: str, index: int) -> None:
-    """Write one shard of a running shard job; finalize the job if it was the last."""
+def write_part(
+    store: JobStore,
+    settings: Settings,
+    job_id: str,
+    split: str,
+    index: int,
+    *,
+    requeue: Callable[[], None] | None = None,
+) -> None:
+    """Write one shard of a running shard job; finalize the job if it was the last.
+
+    Each part has a lease of its own in the job store, so it has one writer at a time: a
+    part delivered again while it is being written, or after it was written (the broker
+    delivers at least once), writes nothing. A part stopped by a worker shutdown is sent
+    again with `requeue`.
+    """
+    what = f"shard job {job_id}: part {split}/{index}"
+    if shutdown_requested():
+        call_requeue(requeue, what)
+        return
     job = store.get(job_id)
     if job.state in FINISHED_STATES:
         return
@@ -70,21 +104,46 @@ def write_part(store: JobStore, settings: Settings, job_id: str, split: str, ind
     dataset_dir = layout.dataset_dir(settings, job.params["dataset"])
     plan = sharding.load_plan(dataset_dir)
     unit = plan.parts().index((split, index))
-    watch = _PartWatch(store, settings, job_id, unit)
+    total = len(plan.records(split, index))
+    owner = f"{worker_identity()}:{uuid.uuid4().hex[:8]}"
+    holder = store.claim_unit(job_id, unit, owner, settings.lease_seconds)
+    if holder is not None:
+        log.info("%s: being written by %s, nothing to do", what, holder)
+        return
+    store.touch(job_id, SHARD_PARTS_OWNER, settings.lease_seconds)  # outlives the part's
+    if any(u == unit and finished for u, _, _, finished in store.units(job_id)):
+        store.release_unit(job_id, unit, owner)
+        log.info("%s: already written, nothing to do", what)
+        if _report_progress(store, job_id):
+            finalize_job(store, settings, job_id)
+        return
+    log.info("%s: writing %s", what, plan.shard_file(split, index))
+    watch = _PartWatch(store, settings, job_id, unit, owner)
     try:
-        info = sharding.write_shard(
-            plan, split, index, on_progress=watch.progress, should_stop=watch.should_stop
-        )
+        with job_running():
+            info = sharding.write_shard(
+                plan, split, index, on_progress=watch.progress, should_stop=watch.should_stop
+            )
     except sharding.ShardingStopped:
-        if store.get(job_id).cancel_requested:
+        store.release_unit(job_id, unit, owner)
+        if watch.unit_lost:
+            log.warning("%s: its lease went to another writer; stopped", what)
+        elif store.get(job_id).cancel_requested:
             _cancel(store, settings, job_id)
+        elif shutdown_requested():  # its temporary file is gone; the next worker redoes it
+            store.set_unit(job_id, unit, 0, total, False)
+            _report_progress(store, job_id)
+            log.warning("%s: worker shutting down; handed back", what)
+            call_requeue(requeue, what)
+            after_handback()
         return
     except Exception as exc:
         log.exception("shard job %s: part %s/%d failed", job_id, split, index)
+        store.release_unit(job_id, unit, owner)
         store.finish(job_id, JobState.FAILED, error=describe_error(exc))
         return
-    total = len(plan.records(split, index))
     store.set_unit(job_id, unit, total, total, True)
+    store.release_unit(job_id, unit, owner)
     log.info("shard job %s: wrote %s (%d records)", job_id, info["file"], info["records"])
     if _report_progress(store, job_id):
         finalize_job(store, settings, job_id)
@@ -150,21 +209,31 @@ def _cancel(store: JobStore, settings: Settings, job_id: str) -> None:
 class _PartWatch:
     """Per-part progress, the shared lease, and the cancel check, rate-limited."""
 
-    def __init__(self, store: JobStore, settings: Settings, job_id: str, unit: int) -> None:
+    def __init__(
+        self, store: JobStore, settings: Settings, job_id: str, unit: int, owner: str
+    ) -> None:
         self.store, self.settings, self.job_id, self.unit = store, settings, job_id, unit
+        self.owner = owner
         self.last_check = 0.0
         self.stop = False
+        self.unit_lost = False
 
     def progress(self, done: int, total: int) -> None:
         self.store.set_unit(self.job_id, self.unit, done, total, False)
         _report_progress(self.store, self.job_id)
 
     def should_stop(self) -> bool:
+        if shutdown_requested():
+            return True
         now = time.monotonic()
         if now - self.last_check >= CANCEL_POLL_SECONDS:
             self.last_check = now
-            job = self.store.touch(self.job_id, SHARD_PARTS_OWNER, self.settings.lease_seconds)
-            self.stop = job.cancel_requested or job.state in FINISHED_STATES
+            lease = self.settings.lease_seconds
+            # The part's lease first, the job's second: a part's lease never outlives the
+            # job's, so a job whose lease expired has no part that still looks alive.
+            self.unit_lost = not self.store.renew_unit(self.job_id, self.unit, self.owner, lease)
+            job = self.store.touch(self.job_id, SHARD_PARTS_OWNER, lease)
+            self.stop = job.cancel_requested or job.state in FINISHED_STATES or self.unit_lost
         return self.stop
 
 

@@ -12,12 +12,21 @@ import time
 from typing import Any
 
 from celery import group
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from core.config import settings
 from core.jobs import FINISHED_STATES, JobState, JobStore
 from worker.celery_app import SHARD_PART_TASK, SHARD_TASK, TRAIN_TASK, celery_app
-from worker.runner import JobContext, describe_error, run_job
+from worker.runner import (
+    SHARD_PARTS_OWNER,
+    HandBack,
+    JobContext,
+    describe_error,
+    mark_pool_child,
+    request_shutdown,
+    run_job,
+    shutdown_requested,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,36 +46,82 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     # A forked child must not reuse the parent's database connections.
     if _store is not None:
         _store.engine.dispose(close=False)
+    # SIGTERM sent to the child itself (systemd and others signal the whole process group)
+    # hands its job back instead of killing it mid-batch.
+    mark_pool_child()
+
+
+@worker_shutting_down.connect
+def _hand_back_running_jobs(**_: Any) -> None:
+    # Sent in the worker's main process when a (warm or cold) shutdown begins. Celery's warm
+    # shutdown waits for running tasks to end; this makes them end now: every running job
+    # (in this process or its pool children, which share the flag) stops at its next safe
+    # point, releases its lease without counting an attempt, and is sent again.
+    request_shutdown()
 
 
 @celery_app.task(name=TRAIN_TASK)
 def train_task(job_id: str) -> None:
+    run_job(
+        get_store(),
+        settings,
+        job_id,
+        _train,
+        requeue=lambda: train_task.apply_async(args=[job_id]),
+    )
+
+
+def _train(ctx: JobContext) -> dict[str, Any]:
+    # Imported once the job is claimed and its heartbeat runs: a fresh pool child takes
+    # seconds to import TensorFlow, and meanwhile the job must not look abandoned.
     from worker.training import train
 
-    run_job(get_store(), settings, job_id, train)
+    return train(ctx)
 
 
 @celery_app.task(name=SHARD_TASK)
 def shard_task(job_id: str) -> None:
     """Plan the shards, then fan out one task per shard; the last one to finish finalizes."""
-    run_job(get_store(), settings, job_id, _plan_and_fan_out, finish=False)
+    run_job(
+        get_store(),
+        settings,
+        job_id,
+        _plan_and_fan_out,
+        finish=False,
+        requeue=lambda: shard_task.apply_async(args=[job_id]),
+    )
 
 
 @celery_app.task(name=SHARD_PART_TASK)
 def shard_part_task(job_id: str, split: str, index: int) -> None:
+    # Renew the job's shared lease at once: a fresh pool child takes seconds to import
+    # TensorFlow, and meanwhile the job must not look abandoned to the orphan sweeper.
+    get_store().touch(job_id, SHARD_PARTS_OWNER, settings.lease_seconds)
     from worker.shard_job import write_part
 
-    write_part(get_store(), settings, job_id, split, index)
+    write_part(
+        get_store(),
+        settings,
+        job_id,
+        split,
+        index,
+        requeue=lambda: shard_part_task.apply_async(args=[job_id, split, index]),
+    )
 
 
 def _plan_and_fan_out(ctx: JobContext) -> None:
-    from worker.shard_job import SHARD_PARTS_OWNER, plan_job
+    from worker.shard_job import plan_job
 
     parts = plan_job(ctx)
-    # From here on the parts hold the job's lease together, renewing it as they work.
-    ctx.store.touch(ctx.job_id, SHARD_PARTS_OWNER, ctx.settings.lease_seconds)
     if parts:
-        group(shard_part_task.si(ctx.job_id, split, index) for split, index in parts).apply_async()
+        try:
+            group(
+                shard_part_task.si(ctx.job_id, split, index) for split, index in parts
+            ).apply_async()
+        except Exception as exc:  # the broker went away: not the job's fault
+            raise HandBack(f"could not send its parts ({describe_error(exc)})") from exc
+        # From here on the parts hold the job's lease together, renewing it as they work.
+        ctx.store.touch(ctx.job_id, SHARD_PARTS_OWNER, ctx.settings.lease_seconds)
     else:  # every shard was already written by an earlier attempt
         from worker.shard_job import finalize_job
 
@@ -98,6 +153,8 @@ def _start_orphan_sweeper(**_: Any) -> None:
     def sweep() -> None:
         while True:
             time.sleep(settings.lease_seconds)
+            if shutdown_requested():
+                return  # the next worker sweeps; this one would only send duplicates
             try:
                 recover_orphans(get_store())
             except Exception as exc:

@@ -6,10 +6,12 @@ Everything a client sees (progress, metrics, history) is written to the job stor
 This module imports TensorFlow: only the training task imports it, inside the task.
 
 Resuming: a job that finds checkpoints of its own (it was redelivered after its worker
-died) continues from its newest readable one; otherwise `resume_from` names another job
-whose checkpoint at `initial_epoch` is the start. A checkpoint is a whole `.keras` model
-with its optimizer, so momentum and the iteration count continue exactly. The learning
-rate is a function of the epoch alone, so it continues too.
+died, or handed back by a worker shutting down) continues from its newest readable one,
+and fails with the reason when it has checkpoints but none can be read; otherwise
+`resume_from` names another job whose checkpoint at `initial_epoch` is the start. A
+checkpoint is a whole `.keras` model with its optimizer, so momentum and the iteration
+count continue exactly. The learning rate is a function of the epoch alone, so it
+continues too.
 """
 
 from __future__ import annotations
@@ -128,10 +130,23 @@ def train(ctx: JobContext) -> dict[str, Any]:
         shuffle=False,  # the input pipeline shuffles, per epoch and reproducibly
         verbose=0,
     )
-    if ctx.should_stop():
+    if ctx.cancel_requested.is_set() or ctx.lease_lost.is_set():
         ctx.check_cancelled()  # raises: cancelled (checkpoints kept) or lease lost
     last_epoch = progress.history[-1]["epoch"] if progress.history else start.initial_epoch
     if last_epoch < params.epochs:
+        # Its worker is shutting down: hand it back (raises), showing the progress it will
+        # continue from (the interrupted epoch is done again). A worker shutting down once
+        # every epoch is done still saves the model: that takes seconds.
+        if ctx.should_stop():
+            ctx.report(
+                progress={
+                    "fraction": round(last_epoch / params.epochs, 6),
+                    "epoch": last_epoch,
+                    "step": data.steps_per_epoch,
+                    "eta_seconds": None,
+                }
+            )
+        ctx.check_cancelled()
         raise JobFailed(f"training stopped after epoch {last_epoch} of {params.epochs}")
     result = _save_for_serving(ctx, model, classes, params)
     result["replicas"] = strategy.num_replicas_in_sync
@@ -142,6 +157,13 @@ def _starting_point(ctx: JobContext, params: TrainParams, classes: list[dict[str
     for leftover in layout.job_dir(ctx.settings, ctx.job_id).rglob(".tmp-*"):
         leftover.unlink()  # a checkpoint a killed attempt was writing: never complete
     own = _load_newest_checkpoint(ctx.settings, ctx.job_id)
+    epochs = layout.checkpoint_epochs(ctx.settings, ctx.job_id)
+    if own is None and epochs:
+        # Starting over would silently throw away epochs a client saw finish: say why not.
+        raise JobFailed(
+            f"none of this job's checkpoints can be read (epochs {epochs}: cut short or "
+            "damaged, e.g. by a full or failing disk); resubmit the job to train from the start"
+        )
     if own is not None:
         epoch, model = own
         history = [h for h in ctx.store.get(ctx.job_id).history if h["epoch"] <= epoch]
@@ -269,6 +291,9 @@ class JobProgress(keras.callbacks.Callback):
         self.epoch = 0
         self.epoch_started = time.monotonic()
         self.seconds_per_step: float | None = None
+        # Stopped before the end of an epoch (cancel, lease lost, worker shutdown): that
+        # epoch is incomplete, so it gets no history entry and no checkpoint.
+        self.interrupted = False
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
@@ -278,13 +303,20 @@ class JobProgress(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.ctx.should_stop():
             self.model.stop_training = True
+            self.interrupted = batch + 1 < self.steps
             return
         now = time.monotonic()
         if now - self.last_write >= self.interval:
             self.seconds_per_step = (now - self.epoch_started) / (batch + 1)
             self._write(step=batch + 1, logs=logs)
 
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.interrupted:  # Keras validates even a stopped epoch: skip that
+            self.model.stop_evaluating = True
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.interrupted:
+            return
         metrics = _floats(logs)
         if not math.isfinite(metrics.get("loss", 0.0)):
             raise JobFailed(f"the loss became {metrics.get('loss')} in epoch {epoch + 1}")
@@ -338,6 +370,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.best_file = self.folder / "best.json"
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.progress.interrupted or self.ctx.lease_lost.is_set():
+            return  # an incomplete epoch, or the job is another worker's now
         done = epoch + 1
         _atomic_keras_save(self.model, self.folder / layout.checkpoint_name(done))
         metrics = _floats(logs)
@@ -363,7 +397,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
     def _best(self) -> dict[str, Any] | None:
         try:
-            return json.loads(self.best_file.read_text())  # type: ignore[no-any-return]
+            return json.loads(self.best_file.read_text())
         except (OSError, ValueError):
             return None
 

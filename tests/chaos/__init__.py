@@ -1,0 +1,1 @@
+"""Fault tests: real processes killed and restarted (`make chaos`)."""
