@@ -75,9 +75,11 @@ CONFIG = schemathesis.Config.from_dict(
                     "positive_data_acceptance": {
                         "expected-statuses": ["200", "400", "401", "404", "409", "413"]
                     },
-                    "negative_data_rejection": {
-                        "expected-statuses": ["400", "401", "404", "409", "413", "422"]
-                    },
+                    # Multipart cannot carry every type violation: an "invalid" empty array
+                    # for `model` is sent as no `model` part at all, a valid request. The
+                    # form's own rules (unknown or repeated fields: 422) are tested in
+                    # tests/app/test_predict.py and test_hostile_input.py.
+                    "negative_data_rejection": {"enabled": False},
                 },
             },
         ],
