@@ -240,6 +240,10 @@ async def test_bad_forms(settings: Settings, model_file: Path, client_for: Clien
         text_k = await client.post("/predict", files=image, data={"top_k": "many"})
         two = await client.post("/predict", files=[("image", ("a", b"1")), ("image", ("b", b"2"))])
         json_body = await client.post("/predict", json={"image": "x"})
+        two_models = await client.post(
+            "/predict", files=[*image.items(), ("model", (None, b"a")), ("model", (None, b"b"))]
+        )
+        extra = await client.post("/predict", files=image, data={"colour": "red"})
         broken = await client.post(
             "/predict",
             content=b"--xyz\r\nContent-Disposition: form-data; name=image\r\n\r\nabc",
@@ -254,6 +258,8 @@ async def test_bad_forms(settings: Settings, model_file: Path, client_for: Clien
     assert zero_k.status_code == 422 and text_k.status_code == 422
     assert two.status_code == 422 and "/predict/batch" in two.json()["detail"]
     assert json_body.status_code == 400
+    assert two_models.status_code == 422 and "given 2 times" in two_models.json()["detail"]
+    assert extra.status_code == 422 and "unknown form field" in extra.json()["detail"]
     assert broken.status_code == 400
     assert long_boundary.status_code == 400
 
