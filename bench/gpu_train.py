@@ -54,26 +54,42 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--smoke", action="store_true",
-                        help="tiny network, data and step counts: a check that it runs")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny network, data and step counts: a check that it runs",
+    )
     parser.add_argument("--preset", default="seed", help="model.config.PRESETS name")
     parser.add_argument("--width", type=int, help="overrides the preset's width")
     parser.add_argument("--levels", type=int, nargs="+", help="overrides the preset's levels")
     parser.add_argument("--classes", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=128, help="global batch")
     parser.add_argument("--source", choices=("memory", "sharded"), default="memory")
-    parser.add_argument("--images", type=int, help="distinct synthetic images "
-                        "(default: 20,000 in memory, 5,000 sharded)")
-    parser.add_argument("--epoch-images", type=int, default=100_000,
-                        help="images per epoch for the extrapolation (Tiny ImageNet: 100,000)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        help="distinct synthetic images (default: 20,000 in memory, 5,000 sharded)",
+    )
+    parser.add_argument(
+        "--epoch-images",
+        type=int,
+        default=100_000,
+        help="images per epoch for the extrapolation (Tiny ImageNet: 100,000)",
+    )
     parser.add_argument("--warmup-steps", type=int, default=15)
     parser.add_argument("--steps", type=int, default=1000, help="most steps measured")
-    parser.add_argument("--seconds", type=float, default=120.0,
-                        help="most seconds of measured training")
-    parser.add_argument("--pipeline-seconds", type=float, default=8.0,
-                        help="time spent timing the input pipeline alone (0: skip)")
-    parser.add_argument("--deadline", type=float, default=420.0,
-                        help="seconds the whole run should stay under")
+    parser.add_argument(
+        "--seconds", type=float, default=120.0, help="most seconds of measured training"
+    )
+    parser.add_argument(
+        "--pipeline-seconds",
+        type=float,
+        default=8.0,
+        help="time spent timing the input pipeline alone (0: skip)",
+    )
+    parser.add_argument(
+        "--deadline", type=float, default=420.0, help="seconds the whole run should stay under"
+    )
     parser.add_argument("--out", help="write the markdown table to this file too")
     args = parser.parse_args(argv)
     if args.smoke:
@@ -106,12 +122,15 @@ def main(argv: list[str] | None = None) -> int:
     xla = use_xla(settings)
     policy = keras.mixed_precision.global_policy().name
     devices = describe_devices(tf, gpus())
-    log(f"devices: {devices}; policy {policy}; XLA {'on' if xla else 'off'}; "
-        f"{strategy.num_replicas_in_sync} replica(s)")
+    log(
+        f"devices: {devices}; policy {policy}; XLA {'on' if xla else 'off'}; "
+        f"{strategy.num_replicas_in_sync} replica(s)"
+    )
 
     preset = get_preset(args.preset)
-    arch = ArchitectureConfig(width=args.width or preset.width,
-                              levels=args.levels or list(preset.levels))
+    arch = ArchitectureConfig(
+        width=args.width or preset.width, levels=args.levels or list(preset.levels)
+    )
     workdir = Path(tempfile.mkdtemp(prefix="gpu_train-"))
     try:
         dataset, steps_per_epoch, input_note = make_input(args, workdir)
@@ -130,15 +149,22 @@ def main(argv: list[str] | None = None) -> int:
         warmup_steps = args.warmup_steps
         if steps_per_epoch is not None:  # sharded: compile the epoch's last batch too
             warmup_steps = max(warmup_steps, steps_per_epoch + 2)
-        log(f"warm-up: {warmup_steps} steps (tracing, compilation), then up to "
-            f"{args.steps} steps or {args.seconds:.0f} s measured")
+        log(
+            f"warm-up: {warmup_steps} steps (tracing, compilation), then up to "
+            f"{args.steps} steps or {args.seconds:.0f} s measured"
+        )
         # One fit call: warm-up and measurement share the iterator, so no iterator start
         # (shuffle buffer fill, a new epoch) falls into the timing.
         timer = StepTimer(max(1, warmup_steps), args.steps, args.seconds, args.deadline)
         start = time.perf_counter()
-        model.fit(dataset, epochs=1, steps_per_epoch=warmup_steps + args.steps, verbose=0,
-                  shuffle=False,
-                  callbacks=[timer.callback()])
+        model.fit(
+            dataset,
+            epochs=1,
+            steps_per_epoch=warmup_steps + args.steps,
+            verbose=0,
+            shuffle=False,
+            callbacks=[timer.callback()],
+        )
         if timer.measured_steps == 0:
             raise SystemExit("no step was measured")
         warmup_seconds = timer.measure_start - start
@@ -157,8 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         ("replicas (MirroredStrategy)", str(strategy.num_replicas_in_sync)),
         ("precision policy", policy),
         ("XLA (jit_compile)", "on" if xla else "off"),
-        ("network", f"width {arch.width}, levels {list(arch.levels)}, {args.classes} classes, "
-                    f"{params:,} parameters" + (" (smoke sizes)" if args.smoke else "")),
+        (
+            "network",
+            f"width {arch.width}, levels {list(arch.levels)}, {args.classes} classes, "
+            f"{params:,} parameters" + (" (smoke sizes)" if args.smoke else ""),
+        ),
         ("batch (global)", str(args.batch_size)),
         ("input", input_note),
         ("input pipeline alone", f"{pipeline_rate:,.0f} img/s" if pipeline_rate else "skipped"),
@@ -166,17 +195,22 @@ def main(argv: list[str] | None = None) -> int:
         ("measured", f"{steps} steps in {seconds:.1f} s (loss at the end {loss:.3f})"),
         ("ms/step", f"{ms_per_step:,.1f}"),
         ("images/s", f"{rate:,.0f}"),
-        (f"s/epoch ({args.epoch_images:,} images = {epoch_steps} steps, extrapolated)",
-         f"{epoch_seconds:,.1f}"),
+        (
+            f"s/epoch ({args.epoch_images:,} images = {epoch_steps} steps, extrapolated)",
+            f"{epoch_seconds:,.1f}",
+        ),
         ("write-up", f"{WRITEUP_MS_PER_STEP:.0f} ms/step, {WRITEUP_SECONDS_PER_EPOCH:.0f} s/epoch"),
-        ("speed-up vs write-up, per step",
-         f"{WRITEUP_MS_PER_STEP / ms_per_step:,.2f}x"),
-        ("speed-up vs write-up, per epoch",
-         f"{WRITEUP_SECONDS_PER_EPOCH / epoch_seconds:,.2f}x"),
+        ("speed-up vs write-up, per step", f"{WRITEUP_MS_PER_STEP / ms_per_step:,.2f}x"),
+        ("speed-up vs write-up, per epoch", f"{WRITEUP_SECONDS_PER_EPOCH / epoch_seconds:,.2f}x"),
     ]
     if pipeline_rate and pipeline_rate < 1.2 * rate:
-        rows.append(("note", "the input pipeline alone is under 1.2x the training rate: "
-                             "training is probably input-bound"))
+        rows.append(
+            (
+                "note",
+                "the input pipeline alone is under 1.2x the training rate: "
+                "training is probably input-bound",
+            )
+        )
     if args.smoke:
         rows.append(("note", "smoke mode: sizes are not the benchmark's, figures mean nothing"))
     rows.append(("whole run", f"{time.monotonic() - STARTED:.0f} s"))
@@ -211,9 +245,13 @@ def make_input(args: argparse.Namespace, workdir: Path) -> tuple[Any, int | None
     the dataset has epochs that matter, a description)."""
     if args.source == "sharded":
         return sharded_input(args, workdir)
-    return memory_input(args), None, (
-        f"{args.images:,} random uint8 images in memory: shuffle -> batch -> flip + "
-        "preprocess (one XLA function) -> prefetch, as a cached split in worker.reader"
+    return (
+        memory_input(args),
+        None,
+        (
+            f"{args.images:,} random uint8 images in memory: shuffle -> batch -> flip + "
+            "preprocess (one XLA function) -> prefetch, as a cached split in worker.reader"
+        ),
     )
 
 
@@ -241,9 +279,13 @@ def memory_input(args: argparse.Namespace) -> Any:
     )
     salt = tf.constant(0, tf.int64)
     flips = tf.data.Dataset.random(seed=0)
-    return tf.data.Dataset.zip(batches, flips).map(
-        lambda batch, draw: (transform(batch[0], tf.stack([draw, salt])), batch[1]), **parallel
-    ).prefetch(tf.data.AUTOTUNE)
+    return (
+        tf.data.Dataset.zip(batches, flips)
+        .map(
+            lambda batch, draw: (transform(batch[0], tf.stack([draw, salt])), batch[1]), **parallel
+        )
+        .prefetch(tf.data.AUTOTUNE)
+    )
 
 
 def sharded_input(args: argparse.Namespace, workdir: Path) -> tuple[Any, int, str]:
@@ -375,8 +417,7 @@ def render(rows: list[tuple[str, str]], args: argparse.Namespace) -> str:
 
 
 def log(message: str) -> None:
-    print(f"[gpu_train {time.monotonic() - STARTED:5.0f}s] {message}", file=sys.stderr,
-          flush=True)
+    print(f"[gpu_train {time.monotonic() - STARTED:5.0f}s] {message}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -237,4 +237,4 @@ class _PartWatch:
         return self.stop
 
 
-__all__ = ["JobFailed", "finalize_job", "plan_job", "write_part"]
+__all__ = ["finalize_job", "plan_job", "write_part"]

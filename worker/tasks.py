@@ -15,7 +15,7 @@ from celery import group
 from celery.signals import worker_process_init, worker_ready, worker_shutting_down
 
 from core.config import settings
-from core.jobs import FINISHED_STATES, JobState, JobStore
+from core.jobs import FINISHED_STATES, JobStore
 from worker.celery_app import SHARD_PART_TASK, SHARD_TASK, TRAIN_TASK, celery_app
 from worker.runner import (
     SHARD_PARTS_OWNER,
@@ -163,4 +163,4 @@ def _start_orphan_sweeper(**_: Any) -> None:
     threading.Thread(target=sweep, name="orphan-sweeper", daemon=True).start()
 
 
-__all__ = ["JobState", "recover_orphans", "shard_part_task", "shard_task", "train_task"]
+__all__ = ["recover_orphans", "shard_part_task", "shard_task", "train_task"]
