@@ -372,7 +372,12 @@ def render(
         "job also flips its train images at random (tf.data), the baseline does not",
     ]
     if len(jobs) > 1:
-        lines.append(f"- best of {len(jobs)} alternating runs each")
+        per_run = "; ".join(
+            f"run {i + 1}: job {steady_rate(train_count, j.epoch_seconds):,.0f}, baseline "
+            f"{steady_rate(train_count, b.epoch_seconds):,.0f} img/s"
+            for i, (j, b) in enumerate(zip(jobs, baselines, strict=True))
+        )
+        lines.append(f"- best of {len(jobs)} alternating runs each ({per_run})")
     sides = [s for pair in zip(jobs, baselines, strict=True) for s in pair]
     loads = ", ".join(f"{s.load[0]:.2f}->{s.load[1]:.2f}" for s in sides)
     others = ", ".join(f"{s.others_cpu:.2f}" for s in sides)

@@ -14,6 +14,10 @@ from core.jobs import Base, JobStore
 from tests.utils.services import postgres_url, redis_url, require_service
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# oneDNN's CPU kernels corrupted the heap of TensorFlow 2.21 intermittently on this
+# machine's CPU with the tests' tiny width-8 models (seen in benchmarks, never at width
+# 16+); the tests run TensorFlow's own kernels. Set before anything imports TensorFlow.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ def service_env(data_root: Path, **extra: str) -> dict[str, str]:
         TINYRES_DATA_ROOT=str(data_root),
         PYTHONPATH=str(REPO),
         TF_CPP_MIN_LOG_LEVEL="2",
+        TF_ENABLE_ONEDNN_OPTS="0",  # see tests/conftest.py
         CUDA_VISIBLE_DEVICES="",
     )
     env.update(extra)
