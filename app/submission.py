@@ -55,7 +55,7 @@ def submit_shard(celery: Celery, store: JobStore, settings: Settings, request: S
         raise Conflict(
             f"dataset {request.dataset!r} already exists; send overwrite=true to replace it"
         )
-    for job in store.list(kind="shard"):
+    for job in store.list_jobs(kind="shard"):
         if job.params["dataset"] == request.dataset and job.state not in FINISHED_STATES:
             raise Conflict(f"dataset {request.dataset!r} is being written by job {job.id}")
     return _create_and_publish(celery, store, "shard", request.model_dump())

@@ -76,7 +76,7 @@ def naive_app() -> Any:
         import model.resnet  # noqa: F401  (registers the layers)
 
         store = JobStore(settings.effective_database_url)
-        job = store.list(kind="train", state="succeeded", limit=1)[0]
+        job = store.list_jobs(kind="train", state="succeeded", limit=1)[0]
         state["id"] = job.id
         state["model"] = keras.saving.load_model(layout.model_path(settings, job.id))
         yield

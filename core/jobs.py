@@ -240,7 +240,7 @@ class JobStore:
                 raise JobNotFound(job_id)
             return _to_job(row)
 
-    def list(
+    def list_jobs(
         self,
         kind: str | None = None,
         state: str | None = None,
@@ -333,7 +333,7 @@ class JobStore:
             row.lease_expires = utcnow() + timedelta(seconds=lease_seconds)
             return row.cancel_requested
 
-    def update(
+    def update_job(
         self,
         job_id: str,
         *,
@@ -422,7 +422,7 @@ class JobStore:
         with self._session() as session:
             return [_to_job(row) for row in session.scalars(query)]
 
-    def set_unit(self, job_id: str, unit: int, done: int, total: int, finished: bool) -> None:
+    def set_shard_progress(self, job_id: str, unit: int, done: int, total: int, finished: bool) -> None:
         with self._session() as session:
             row = session.get(JobUnitRow, (job_id, unit), with_for_update=True)
             if row is None:
@@ -432,12 +432,12 @@ class JobStore:
             else:
                 row.done, row.total, row.finished = done, total, finished
 
-    def units(self, job_id: str) -> builtins.list[tuple[int, int, int, bool]]:
+    def shard_progress(self, job_id: str) -> builtins.list[tuple[int, int, int, bool]]:
         query = select(JobUnitRow).where(JobUnitRow.job_id == job_id).order_by(JobUnitRow.unit)
         with self._session() as session:
             return [(u.unit, u.done, u.total, u.finished) for u in session.scalars(query)]
 
-    def claim_unit(self, job_id: str, unit: int, owner: str, lease_seconds: int) -> str | None:
+    def claim_shard(self, job_id: str, unit: int, owner: str, lease_seconds: int) -> str | None:
         """Take the lease on one part; None when granted, else who holds it (alive)."""
         now = utcnow()
         expires = now + timedelta(seconds=lease_seconds)
@@ -462,7 +462,7 @@ class JobStore:
             return "another writer"
         return None
 
-    def renew_unit(self, job_id: str, unit: int, owner: str, lease_seconds: int) -> bool:
+    def renew_shard(self, job_id: str, unit: int, owner: str, lease_seconds: int) -> bool:
         """Extend this owner's lease on a part; False if it is no longer this owner's."""
         with self._session() as session:
             return bool(
@@ -477,7 +477,7 @@ class JobStore:
                 ).rowcount  # type: ignore[attr-defined]
             )
 
-    def release_unit(self, job_id: str, unit: int, owner: str) -> None:
+    def release_shard(self, job_id: str, unit: int, owner: str) -> None:
         with self._session() as session:
             session.execute(
                 delete(JobUnitClaimRow).where(
@@ -487,7 +487,7 @@ class JobStore:
                 )
             )
 
-    def claimed_units(self, job_id: str) -> set[int]:
+    def claimed_shards(self, job_id: str) -> set[int]:
         """The parts of a job that a live writer holds now."""
         query = select(JobUnitClaimRow.unit).where(
             JobUnitClaimRow.job_id == job_id, JobUnitClaimRow.expires >= utcnow()

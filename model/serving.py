@@ -208,9 +208,9 @@ def find_model(store: JobStore, settings: Settings, model_id: str | None) -> tup
             raise ModelNotFound(f"model {model_id} has no model file (deleted?)")
         return job.id, path
     succeeded = JobState.SUCCEEDED.value
-    newest = store.list(kind="train", state=succeeded, limit=1)
+    newest = store.list_jobs(kind="train", state=succeeded, limit=1)
     # Almost always the newest has its file; only when it was deleted look further back.
-    for job in _chain(newest, lambda: store.list(kind="train", state=succeeded)[1:]):
+    for job in _chain(newest, lambda: store.list_jobs(kind="train", state=succeeded)[1:]):
         path = layout.model_path(settings, job.id)
         if path.is_file():
             return job.id, path

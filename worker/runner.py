@@ -203,7 +203,7 @@ class JobContext:
         return self.cancel_requested.is_set() or self.lease_lost.is_set() or shutdown_requested()
 
     def report(self, **fields: Any) -> None:
-        self.store.update(self.job_id, **fields)
+        self.store.update_job(self.job_id, **fields)
 
 
 class Heartbeat(threading.Thread):

@@ -59,17 +59,17 @@ def plan_job(ctx: JobContext) -> list[tuple[str, int]]:
         )
     except (SourceError, sharding.DatasetExistsError) as exc:
         raise JobFailed(str(exc)) from exc
-    finished = {unit for unit, _, _, done in ctx.store.units(ctx.job_id) if done}
+    finished = {unit for unit, _, _, done in ctx.store.shard_progress(ctx.job_id) if done}
     # A part a live writer holds is being written (its worker only looked dead because no
     # part renewed the job's lease for a while): sending it again would only duplicate it.
-    busy = ctx.store.claimed_units(ctx.job_id)
+    busy = ctx.store.claimed_shards(ctx.job_id)
     todo = []
     for unit, (split, index) in enumerate(plan.parts()):
         if unit in busy:
             continue
         if unit not in finished:
             total = len(plan.records(split, index))
-            ctx.store.set_unit(ctx.job_id, unit, 0, total, False)
+            ctx.store.set_shard_progress(ctx.job_id, unit, 0, total, False)
             todo.append((split, index))
     _report_progress(ctx.store, ctx.job_id)
     return todo
@@ -106,13 +106,13 @@ def write_part(
     unit = plan.parts().index((split, index))
     total = len(plan.records(split, index))
     owner = f"{worker_identity()}:{uuid.uuid4().hex[:8]}"
-    holder = store.claim_unit(job_id, unit, owner, settings.lease_seconds)
+    holder = store.claim_shard(job_id, unit, owner, settings.lease_seconds)
     if holder is not None:
         log.info("%s: being written by %s, nothing to do", what, holder)
         return
     store.touch(job_id, SHARD_PARTS_OWNER, settings.lease_seconds)  # outlives the part's
-    if any(u == unit and finished for u, _, _, finished in store.units(job_id)):
-        store.release_unit(job_id, unit, owner)
+    if any(u == unit and finished for u, _, _, finished in store.shard_progress(job_id)):
+        store.release_shard(job_id, unit, owner)
         log.info("%s: already written, nothing to do", what)
         if _report_progress(store, job_id):
             finalize_job(store, settings, job_id)
@@ -125,13 +125,13 @@ def write_part(
                 plan, split, index, on_progress=watch.progress, should_stop=watch.should_stop
             )
     except sharding.ShardingStopped:
-        store.release_unit(job_id, unit, owner)
+        store.release_shard(job_id, unit, owner)
         if watch.unit_lost:
             log.warning("%s: its lease went to another writer; stopped", what)
         elif store.get(job_id).cancel_requested:
             _cancel(store, settings, job_id)
         elif shutdown_requested():  # its temporary file is gone; the next worker redoes it
-            store.set_unit(job_id, unit, 0, total, False)
+            store.set_shard_progress(job_id, unit, 0, total, False)
             _report_progress(store, job_id)
             log.warning("%s: worker shutting down; handed back", what)
             call_requeue(requeue, what)
@@ -139,11 +139,11 @@ def write_part(
         return
     except Exception as exc:
         log.exception("shard job %s: part %s/%d failed", job_id, split, index)
-        store.release_unit(job_id, unit, owner)
+        store.release_shard(job_id, unit, owner)
         store.finish(job_id, JobState.FAILED, error=describe_error(exc))
         return
-    store.set_unit(job_id, unit, total, total, True)
-    store.release_unit(job_id, unit, owner)
+    store.set_shard_progress(job_id, unit, total, total, True)
+    store.release_shard(job_id, unit, owner)
     log.info("shard job %s: wrote %s (%d records)", job_id, info["file"], info["records"])
     if _report_progress(store, job_id):
         finalize_job(store, settings, job_id)
@@ -182,11 +182,11 @@ def finalize_job(store: JobStore, settings: Settings, job_id: str) -> None:
 
 def _report_progress(store: JobStore, job_id: str) -> bool:
     """Write images written / images total into the job; return whether all parts are done."""
-    units = store.units(job_id)
+    units = store.shard_progress(job_id)
     done = sum(u[1] for u in units)
     total = sum(u[2] for u in units)
     finished = sum(1 for u in units if u[3])
-    store.update(
+    store.update_job(
         job_id,
         progress={
             "fraction": round(done / total, 6) if total else 0.0,
@@ -219,7 +219,7 @@ class _PartWatch:
         self.unit_lost = False
 
     def progress(self, done: int, total: int) -> None:
-        self.store.set_unit(self.job_id, self.unit, done, total, False)
+        self.store.set_shard_progress(self.job_id, self.unit, done, total, False)
         _report_progress(self.store, self.job_id)
 
     def should_stop(self) -> bool:
@@ -231,7 +231,7 @@ class _PartWatch:
             lease = self.settings.lease_seconds
             # The part's lease first, the job's second: a part's lease never outlives the
             # job's, so a job whose lease expired has no part that still looks alive.
-            self.unit_lost = not self.store.renew_unit(self.job_id, self.unit, self.owner, lease)
+            self.unit_lost = not self.store.renew_shard(self.job_id, self.unit, self.owner, lease)
             job = self.store.touch(self.job_id, SHARD_PARTS_OWNER, lease)
             self.stop = job.cancel_requested or job.state in FINISHED_STATES or self.unit_lost
         return self.stop

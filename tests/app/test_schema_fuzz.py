@@ -127,7 +127,7 @@ def known(tmp_path_factory: pytest.TempPathFactory, model_file: Path) -> dict[st
         history = [
             {"epoch": e, "loss": 1.0 / e, "accuracy": 0.3 * e, "val_loss": 1.2 / e} for e in (1, 2)
         ]
-        store.update(model_id, history=history, metrics=history[-1])
+        store.update_job(model_id, history=history, metrics=history[-1])
         queued = store.create("shard", {"source": "sources/x", "dataset": "other"}).id
         failed = store.create("train", {"dataset": "fuzzset", "width": 8, "levels": [1]}).id
         store.finish(failed, JobState.FAILED, error="boom")

@@ -32,10 +32,10 @@ def test_list_newest_first_and_filters(store: JobStore) -> None:
     time.sleep(0.01)
     third = store.create("train", {})
     store.finish(third.id, JobState.FAILED, error="boom")
-    assert [j.id for j in store.list()] == [third.id, second.id, first.id]
-    assert [j.id for j in store.list(kind="train")] == [third.id, second.id]
-    assert [j.id for j in store.list(state="failed")] == [third.id]
-    assert [j.id for j in store.list(kind="shard", state="failed")] == []
+    assert [j.id for j in store.list_jobs()] == [third.id, second.id, first.id]
+    assert [j.id for j in store.list_jobs(kind="train")] == [third.id, second.id]
+    assert [j.id for j in store.list_jobs(state="failed")] == [third.id]
+    assert [j.id for j in store.list_jobs(kind="shard", state="failed")] == []
 
 
 def test_claim_is_exclusive_until_the_lease_expires(store: JobStore) -> None:
@@ -88,8 +88,8 @@ def test_cancel_running_job_is_seen_by_its_heartbeat(store: JobStore) -> None:
 
 def test_update_and_finish(store: JobStore) -> None:
     job = store.create("train", {})
-    store.update(job.id, progress={"fraction": 0.5, "epoch": 1}, metrics={"loss": 1.5})
-    store.update(job.id, progress={"step": 3}, history=[{"epoch": 1, "loss": 1.5}])
+    store.update_job(job.id, progress={"fraction": 0.5, "epoch": 1}, metrics={"loss": 1.5})
+    store.update_job(job.id, progress={"step": 3}, history=[{"epoch": 1, "loss": 1.5}])
     got = store.get(job.id)
     assert got.progress == {"fraction": 0.5, "epoch": 1, "step": 3}
     assert got.metrics == {"loss": 1.5} and got.history == [{"epoch": 1, "loss": 1.5}]
@@ -100,10 +100,10 @@ def test_update_and_finish(store: JobStore) -> None:
 
 def test_units_are_idempotent(store: JobStore) -> None:
     job = store.create("shard", {})
-    store.set_unit(job.id, 0, 10, 20, False)
-    store.set_unit(job.id, 1, 5, 20, False)
-    store.set_unit(job.id, 0, 20, 20, True)
-    assert store.units(job.id) == [(0, 20, 20, True), (1, 5, 20, False)]
+    store.set_shard_progress(job.id, 0, 10, 20, False)
+    store.set_shard_progress(job.id, 1, 5, 20, False)
+    store.set_shard_progress(job.id, 0, 20, 20, True)
+    assert store.shard_progress(job.id) == [(0, 20, 20, True), (1, 5, 20, False)]
 
 
 def test_records_survive_a_new_store_on_the_same_database(store_url: str, store: JobStore) -> None:

@@ -61,7 +61,7 @@ def _model(settings: Settings, job: Job) -> Model:
 
 
 def list_models(store: JobStore, settings: Settings) -> ModelList:
-    jobs = store.list(kind="train", state=JobState.SUCCEEDED.value)
+    jobs = store.list_jobs(kind="train", state=JobState.SUCCEEDED.value)
     return ModelList(models=[_model(settings, job) for job in jobs])
 
 
