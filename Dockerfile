@@ -15,7 +15,6 @@ COPY app ./app
 COPY core ./core
 COPY model ./model
 COPY worker ./worker
-COPY Procfile ./
 RUN python -m pip install --upgrade pip && python -m pip install '.[gpu]'
 
 # Never run as root: the data volume is owned by this user.
@@ -27,5 +26,5 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import urllib.request,os; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"TINYRES_PORT\"]}/healthz', timeout=4)"
 
-# The API; the workers override the command (see docker-compose.yml and Procfile).
+# The API; the workers override the command (see docker-compose.yml; `make run` starts the same commands from deploy/supervisord.conf).
 CMD ["python", "-m", "app"]

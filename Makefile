@@ -18,9 +18,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
-# API and both workers in the foreground on the embedded defaults; Ctrl-C stops them all.
+# API and both workers in the foreground on the embedded defaults, under supervisord:
+# a process that dies is restarted, the others stay up; Ctrl-C or SIGTERM stops them all.
 run: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/honcho --procfile Procfile start
+	PATH="$(CURDIR)/$(BIN):$$PATH" exec $(BIN)/supervisord --nodaemon \
+	  --configuration deploy/supervisord.conf \
+	  --pidfile "$${TMPDIR:-/tmp}/tinyres-supervisord-$$$$.pid"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -3,6 +3,7 @@ against the Compose specification, and every command they run against `make run`
 
 from __future__ import annotations
 
+import configparser
 import re
 import shlex
 import subprocess
@@ -14,13 +15,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _procfile() -> dict[str, list[str]]:
-    entries = {}
-    for line in (REPO / "Procfile").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            name, command = line.split(":", 1)
-            entries[name.strip()] = shlex.split(command)
-    return entries
+def _supervised() -> dict[str, list[str]]:
+    """The command of each program `make run` starts (deploy/supervisord.conf)."""
+    config = configparser.RawConfigParser(inline_comment_prefixes=(";",))
+    config.read(REPO / "deploy" / "supervisord.conf")
+    return {
+        section.removeprefix("program:"): shlex.split(config[section]["command"].replace("%%", "%"))
+        for section in config.sections()
+        if section.startswith("program:")
+    }
 
 
 def _compose() -> dict:  # type: ignore[type-arg]
@@ -40,12 +43,13 @@ def test_compose_file_follows_the_compose_specification() -> None:
 
 def test_compose_runs_the_commands_of_make_run() -> None:
     services = _compose()["services"]
-    procfile = _procfile()
-    assert services["api"]["command"] == procfile["api"]
-    assert services["datasets-worker"]["command"] == procfile["datasets"]
-    assert services["worker"]["command"] == procfile["training"]
+    supervised = _supervised()
+    assert services["api"]["command"] == supervised["api"]
+    assert services["datasets-worker"]["command"] == supervised["datasets"]
+    assert services["worker"]["command"] == supervised["training"]
     makefile = (REPO / "Makefile").read_text()
-    assert re.search(r"^run:.*\n(\t.*\n)*\t.*honcho --procfile Procfile start", makefile, re.M)
+    assert re.search(r"^run:.*\n(\t.*\n)*\t.*supervisord --nodaemon", makefile, re.M)
+    assert "--configuration deploy/supervisord.conf" in makefile
 
 
 def test_compose_shape() -> None:
@@ -75,7 +79,7 @@ def test_dockerfile_runs_the_api_as_non_root() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     cmd = re.search(r"^CMD (\[.*\])$", dockerfile, re.M)
     assert cmd is not None
-    assert yaml.safe_load(cmd.group(1)) == _procfile()["api"]
+    assert yaml.safe_load(cmd.group(1)) == _supervised()["api"]
     assert re.search(r"^USER tinyres$", dockerfile, re.M)
     assert "'.[gpu]'" in dockerfile
     # Every package folder the code imports is copied into the image.

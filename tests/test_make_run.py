@@ -40,7 +40,7 @@ def _ready(base: str) -> bool:
 def _stop(process: subprocess.Popen[bytes]) -> list[psutil.Process]:
     """SIGTERM to `make` alone (what a supervisor sends); return what is still alive."""
     children = psutil.Process(process.pid).children(recursive=True)
-    assert len(children) >= 4  # honcho, the API and two workers at least
+    assert len(children) >= 4  # supervisord, the API and two workers at least
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=60)
     _, alive = psutil.wait_procs(children, timeout=30)
