@@ -7,7 +7,7 @@ EXTRAS ?= cpu,dev
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test chaos lint install clean
+.PHONY: run test chaos browser lint install clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ test: $(STAMP)
 # Fault tests with real processes killed and restarted (minutes); CI runs them too.
 chaos: $(STAMP)
 	$(BIN)/python -m pytest -m chaos tests/chaos
+
+# The dashboard in Debian's Chromium (/usr/bin/chromium) against a real API and worker
+# (about two minutes); screenshots go to $$TINYRES_SCREENSHOTS when set.
+browser: $(STAMP)
+	$(BIN)/python -m pytest -m browser tests/dashboard
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

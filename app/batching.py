@@ -46,6 +46,17 @@ class PredictorClosed(Exception):
     """The service is shutting down."""
 
 
+@dataclass(frozen=True)
+class BatchCounts:
+    """What the batcher has run so far (a consistent snapshot of ``BatchStats``)."""
+
+    batches: int
+    images: int
+    max_batch: int
+    rejected: int
+    recent_batch_sizes: list[int]
+
+
 class BatchStats:
     """Sizes of the batches actually run (thread-safe; written by the inference thread)."""
 
@@ -68,15 +79,15 @@ class BatchStats:
         with self._lock:
             self.rejected += 1
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> BatchCounts:
         with self._lock:
-            return {
-                "batches": self.batches,
-                "images": self.images,
-                "max_batch": self.max_batch,
-                "rejected": self.rejected,
-                "recent_batch_sizes": list(self._recent),
-            }
+            return BatchCounts(
+                batches=self.batches,
+                images=self.images,
+                max_batch=self.max_batch,
+                rejected=self.rejected,
+                recent_batch_sizes=list(self._recent),
+            )
 
 
 @dataclass(eq=False)

@@ -1,4 +1,8 @@
-"""Domain exceptions mapped to HTTP once, as JSON bodies with a readable `detail`."""
+"""Domain exceptions mapped to HTTP in one place, as JSON bodies with a readable `detail`.
+
+Services and the model raise exceptions that name the fault (``ModelNotFound``,
+``QueueFull``, ...), never HTTP ones; ``install_error_handlers`` gives each its status here.
+"""
 
 from __future__ import annotations
 
@@ -10,44 +14,86 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from app.batching import PredictorClosed, QueueFull
 from app.broker import BrokerUnavailable
-from core.jobs import JobAlreadyFinished, JobNotFound
+from app.dataset_catalog import DatasetNotFound
+from app.model_registry import ModelNotFound, NoHistoryYet, NoModelYet, NotATrainJob
+from app.multipart import BodyTooLarge, FormFieldInvalid, MalformedBody
+from app.submission import SubmissionConflict, SubmissionRefused
+from app.uploads.errors import (
+    ArchiveRefused,
+    SourceInUse,
+    SourceNotDeletable,
+    SourceNotFound,
+    TusVersionUnsupported,
+    UploadBusy,
+    UploadConflict,
+    UploadInvalid,
+    UploadNotFound,
+    UploadTooLarge,
+    WrongContentType,
+)
+from core.job_records import JobAlreadyFinished, JobNotFound
 from core.names import UnsafePathError
+from model.serving import BadImage, ImageTooLarge, ModelBroken
+
+RETRY_AFTER_SECONDS = 5
+
+# Each domain exception's status; a subclass gets its nearest listed base's.
+STATUS_CODES: dict[type[Exception], int] = {
+    MalformedBody: 400,
+    BadImage: 400,
+    JobNotFound: 404,
+    NotATrainJob: 404,
+    ModelNotFound: 404,
+    DatasetNotFound: 404,
+    JobAlreadyFinished: 409,
+    NoModelYet: 409,
+    NoHistoryYet: 409,
+    SubmissionConflict: 409,
+    BodyTooLarge: 413,
+    ImageTooLarge: 413,
+    FormFieldInvalid: 422,
+    SubmissionRefused: 422,
+    UnsafePathError: 422,
+    ModelBroken: 500,
+    BrokerUnavailable: 503,
+    QueueFull: 503,
+    PredictorClosed: 503,
+    # Uploads (tus) and sources: app/uploads/errors.py.
+    UploadInvalid: 400,
+    SourceNotDeletable: 403,
+    UploadNotFound: 404,
+    SourceNotFound: 404,
+    UploadConflict: 409,
+    SourceInUse: 409,
+    TusVersionUnsupported: 412,
+    UploadTooLarge: 413,
+    WrongContentType: 415,
+    ArchiveRefused: 422,
+    UploadBusy: 423,
+}
 
 
-class ApiError(Exception):
-    """An error whose status and message are decided where the fault is known."""
-
-    status_code = 400
-
-    def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.headers = headers
+def status_code_of(exc: Exception) -> int:
+    """The HTTP status that answers `exc` (500 for one not listed)."""
+    for kind in type(exc).__mro__:
+        if kind in STATUS_CODES:
+            return STATUS_CODES[kind]
+    return 500
 
 
-class NotFound(ApiError):
-    status_code = 404
-
-
-class Conflict(ApiError):
-    status_code = 409
-
-
-class Unprocessable(ApiError):
-    status_code = 422
-
-
-class TooLarge(ApiError):
-    status_code = 413
-
-
-class Unavailable(ApiError):
-    status_code = 503
-
-
-def _json(status_code: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status_code, headers=headers)
+def headers_of(exc: Exception) -> dict[str, str] | None:
+    """`Retry-After` for the faults that pass (a full queue, a broker, a shutdown), and the
+    headers an exception carries itself (a `headers` dict)."""
+    own = getattr(exc, "headers", None)
+    if isinstance(own, dict) and own:
+        return own
+    if isinstance(exc, QueueFull):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, BrokerUnavailable | PredictorClosed):
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return None
 
 
 def json_safe(value: Any) -> Any:
@@ -65,30 +111,21 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
+    # FastAPI's own answer (422, `detail`: the list of errors), except that the errors
+    # echo the input: made JSON-safe, a NaN or a lone surrogate in a request cannot
+    # turn its 422 into a 500.
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, 422)
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(
+        {"detail": str(exc)}, status_code=status_code_of(exc), headers=headers_of(exc)
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def _invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's own answer (422, `detail`: the list of errors), except that the errors
-        # echo the input: made JSON-safe, a NaN or a lone surrogate in a request cannot
-        # turn its 422 into a 500.
-        return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, 422)
-
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _json(exc.status_code, exc.detail, exc.headers)
-
-    @app.exception_handler(JobNotFound)
-    async def _job_not_found(_: Request, exc: JobNotFound) -> JSONResponse:
-        return _json(404, str(exc))
-
-    @app.exception_handler(JobAlreadyFinished)
-    async def _job_finished(_: Request, exc: JobAlreadyFinished) -> JSONResponse:
-        return _json(409, str(exc))
-
-    @app.exception_handler(UnsafePathError)
-    async def _unsafe_path(_: Request, exc: UnsafePathError) -> JSONResponse:
-        return _json(422, str(exc))
-
-    @app.exception_handler(BrokerUnavailable)
-    async def _broker(_: Request, exc: BrokerUnavailable) -> JSONResponse:
-        return _json(503, str(exc), {"Retry-After": "5"})
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    for kind in STATUS_CODES:
+        app.add_exception_handler(kind, _domain_error)

@@ -8,8 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.routes import datasets, health, jobs, metrics, models, predict
+from app.api.routes import events as event_routes
+from app.api.routes import logs as log_routes
+from app.api.routes import sources as source_routes
+from app.api.routes import uploads as upload_routes
 from app.batching import Predictor
+from app.dashboard import docs as docs_routes
+from app.dashboard import router as dashboard_router
 from app.errors import install_error_handlers
+from app.events import JobWatcher
 from app.metrics import Metrics
 from core.config import Settings, get_settings
 from core.jobs import JobStore
@@ -30,7 +37,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.predictor = Predictor.from_settings(
             settings, on_batch=app.state.metrics.batch_sizes.observe
         )
+        app.state.watcher = JobWatcher(store)  # one per process: feeds every event stream
+        app.state.watcher.start()
         yield
+        await app.state.watcher.stop()
         await app.state.predictor.close()
         store.engine.dispose()
 
@@ -39,6 +49,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Shard image datasets, train ResNets on them, classify images.",
         lifespan=lifespan,
+        # /docs and /redoc are served from the package (app/dashboard/docs.py), not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.celery = create_celery(settings, include_tasks=False)
@@ -52,6 +65,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(datasets.router)
     app.include_router(predict.router)
     app.include_router(metrics.router)
+    app.include_router(event_routes.router)
+    app.include_router(log_routes.router)
+    app.include_router(upload_routes.router)
+    app.include_router(source_routes.router)
+    app.include_router(docs_routes.router)
+    app.include_router(dashboard_router)
     return app
 
 

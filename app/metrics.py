@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, get_args
+from typing import TYPE_CHECKING, TypeVar, get_args
 
 from prometheus_client import (
     CollectorRegistry,
@@ -69,9 +69,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from prometheus_fastapi_instrumentator import Instrumentator
 from prometheus_fastapi_instrumentator import metrics as instrumentator_metrics
-from sqlalchemy import and_, func, select, true
 
-from core.jobs import JobKind, JobRow, JobState, utcnow
+from app.broker import queue_depths
+from core.job_records import JobKind, JobState, RunningLease, utcnow
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -83,9 +83,7 @@ if TYPE_CHECKING:
 
 METRICS_PATH = "/metrics"
 STORE_TIMEOUT = 2.0
-BROKER_TIMEOUT = 2.0
-# Seconds a Redis broker gets to connect and to answer, within BROKER_TIMEOUT.
-REDIS_SOCKET_TIMEOUT = 1.0
+BROKER_TIMEOUT = 2.0  # above app.broker.REDIS_SOCKET_TIMEOUT
 
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -138,15 +136,8 @@ class JobStoreCollector(Collector):
         self._bounded = _Bounded("job-store", timeout)
 
     @staticmethod
-    def _query(store: JobStore) -> tuple[list[tuple[str, str, int]], list[tuple[str, str, Any]]]:
-        counts = select(JobRow.kind, JobRow.state, func.count()).group_by(JobRow.kind, JobRow.state)
-        running = select(JobRow.id, JobRow.kind, JobRow.lease_expires).where(
-            JobRow.state == JobState.RUNNING.value
-        )
-        with store.engine.connect() as connection:
-            by_state = [(k, s, int(n)) for k, s, n in connection.execute(counts)]
-            leases = [(i, k, e) for i, k, e in connection.execute(running)]
-        return by_state, leases
+    def _query(store: JobStore) -> tuple[dict[tuple[str, str], int], list[RunningLease]]:
+        return store.count_by_kind_state(), store.running_leases()
 
     def collect(self) -> Iterator[Metric]:
         store = self._store()
@@ -163,8 +154,8 @@ class JobStoreCollector(Collector):
             "tinyres_jobs", "Jobs in the job store by kind and state.", labels=["kind", "state"]
         )
         counts = {(kind, state.value): 0 for kind in self.KINDS for state in JobState}
-        for kind, state, count in by_state:
-            counts[(kind, state)] = counts.get((kind, state), 0) + count
+        for pair, count in by_state.items():
+            counts[pair] = counts.get(pair, 0) + count
         for (kind, state), count in sorted(counts.items()):
             jobs.add_metric([kind, state], count)
         yield jobs
@@ -176,9 +167,10 @@ class JobStoreCollector(Collector):
             labels=["job_id", "kind"],
         )
         orphaned = 0
-        for job_id, kind, expires in leases:
+        for lease in leases:
+            expires = lease.expires
             seconds = (expires - now).total_seconds() if expires is not None else 0.0
-            remaining.add_metric([job_id, kind], seconds)
+            remaining.add_metric([lease.job_id, lease.kind], seconds)
             orphaned += seconds <= 0
         yield remaining
         yield _gauge("tinyres_running_jobs", "Jobs in state running.", len(leases))
@@ -197,41 +189,8 @@ class BrokerCollector(Collector):
         self._embedded = settings.broker_is_embedded
         self._bounded = _Bounded("broker", timeout)
 
-    def queue_names(self) -> list[str]:
-        return sorted(queue.name for queue in self._celery.conf.task_queues or ())
-
     def depths(self) -> dict[str, int]:
-        """Messages waiting per configured queue (blocking; raises if the broker fails)."""
-        names = self.queue_names()
-        if self._embedded:
-            return self._sqlalchemy_depths(names)
-        options = {
-            "socket_timeout": REDIS_SOCKET_TIMEOUT,
-            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
-        }
-        with self._celery.connection_for_read(transport_options=options) as connection:
-            connection.ensure_connection(max_retries=1, interval_start=0, timeout=1)
-            channel = connection.default_channel
-            # LLEN of the queue's list (and of its priority lists, when messages use them).
-            return {name: int(channel._size(name)) for name in names}
-
-    def _sqlalchemy_depths(self, names: list[str]) -> dict[str, int]:
-        with self._celery.connection_for_read() as connection:
-            channel = connection.default_channel
-            queue, message = channel.queue_cls, channel.message_cls
-            query = (
-                select(queue.name, func.count(message.id))
-                .select_from(queue)
-                .outerjoin(message, and_(message.queue_id == queue.id, message.visible == true()))
-                .where(queue.name.in_(names))
-                .group_by(queue.name)
-            )
-            session = channel.session
-            try:
-                found = {name: int(count) for name, count in session.execute(query)}
-            finally:
-                session.close()
-        return {name: found.get(name, 0) for name in names}
+        return queue_depths(self._celery, self._embedded)
 
     def collect(self) -> Iterator[Metric]:
         depths = self._bounded(self.depths)
@@ -275,7 +234,7 @@ class PredictorCollector(Collector):
         rejected = CounterMetricFamily(
             "tinyres_predict_rejected",
             "Prediction requests refused with 503 because the queue was full.",
-            value=predictor.stats.snapshot()["rejected"],
+            value=predictor.stats.snapshot().rejected,
         )
         yield rejected
 

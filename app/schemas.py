@@ -1,14 +1,14 @@
-"""Request and response bodies beyond the Job record itself (core.jobs.Job)."""
+"""Request and response bodies beyond the Job record itself (core.jobs.Job) and the train
+job's parameters (core.train_config.TrainConfig)."""
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.jobs import Job
 from core.names import NAME_PATTERN
-from model.config import ArchitectureConfig
 
 Name = Field(pattern=NAME_PATTERN, description="letters, digits, _ and -; at most 64")
 
@@ -33,42 +33,40 @@ class ShardRequest(BaseModel):
     )
 
 
-class TrainRequest(BaseModel):
-    """POST /jobs/train. Defaults are the write-up's flags (the `seed` preset)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    dataset: str = Name
-    width: int = Field(default=64, ge=4, le=512)
-    levels: list[int] = Field(default_factory=lambda: [4, 6, 3, 2], min_length=1, max_length=6)
-    epochs: int = Field(default=72, ge=1, le=10_000)
-    batch_size: int = Field(default=128, ge=1, le=4096)
-    learning_rate: float = Field(default=0.01, gt=0, le=10)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    lr_decay_epoch: int = Field(default=64, ge=1, le=10_000)
-    lr_decay: float = Field(default=0.1, gt=0, le=1)
-    l2: float = Field(default=0.01, ge=0, le=1)
-    resume_from: str | None = Field(default=None, pattern=NAME_PATTERN)
-    initial_epoch: int | None = Field(default=None, ge=0, le=10_000)
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-
-    @model_validator(mode="after")
-    def _check(self) -> TrainRequest:
-        # The architecture is validated by the same schema model/ builds the network from.
-        ArchitectureConfig(width=self.width, levels=self.levels)
-        if self.initial_epoch is not None and self.resume_from is None:
-            raise ValueError("initial_epoch needs resume_from")
-        if self.initial_epoch is not None and self.initial_epoch >= self.epochs:
-            raise ValueError(
-                f"initial_epoch must be below epochs. Received: initial_epoch="
-                f"{self.initial_epoch}, epochs={self.epochs}"
-            )
-        return self
-
-
 class JobList(BaseModel):
     jobs: list[Job]
 
 
 class ErrorBody(BaseModel):
     detail: Any
+
+
+class Prediction(BaseModel):
+    class_index: int
+    wnid: str
+    label: str
+    probability: float
+
+
+class PredictAnswer(BaseModel):
+    model: str = Field(description="Id of the model that answered (its train job's id).")
+    predictions: list[Prediction] = Field(description="Most probable first.")
+
+
+class ImagePredictions(BaseModel):
+    predictions: list[Prediction]
+
+
+class BatchPredictAnswer(BaseModel):
+    model: str
+    results: list[ImagePredictions] = Field(description="One per image, in upload order.")
+
+
+class PredictStats(BaseModel):
+    batches: int = Field(description="Forward passes run since start.")
+    images: int = Field(description="Images classified since start.")
+    max_batch: int = Field(description="Largest forward pass, in images.")
+    rejected: int = Field(description="Requests refused with 503 because the queue was full.")
+    waiting: int = Field(description="Requests accepted and not yet answered.")
+    recent_batch_sizes: list[int] = Field(description="Sizes of the latest forward passes.")
+    cached_models: list[str] = Field(description="Loaded model ids, least recently used first.")

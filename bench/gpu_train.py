@@ -1,55 +1,73 @@
-"""Training speed of the write-up's network on a GPU machine, in one short run.
+"""Training speed of the write-up's network on one GPU under Keras 3 on JAX, in one short run.
 
-    python -m bench.gpu_train                 # on the GPU machine, from the repository root
-    python -m bench.gpu_train --smoke         # tiny sizes, a few steps: proves it runs (CPU)
+On the GPU machine (the ``device`` tool's nvidia-h200: JAX with CUDA, no TensorFlow, no
+Keras), after ``bash bench/gpu_wheels.sh`` here, one call with ``carry: ["bench/wheels"]``::
 
-The ``seed`` preset (width 64, levels [4, 6, 3, 2], 200 classes) at batch 128 on synthetic
-Tiny-ImageNet-sized data, set up as a train job sets up its devices:
-``worker.devices.configure_devices(Settings())`` (MirroredStrategy over every GPU, memory
-growth, ``mixed_bfloat16`` on Ampere or newer) and the job's compile (SGD with momentum,
-sparse cross-entropy on logits, accuracy, ``jit_compile=use_xla(settings)``: XLA on when a
-GPU is present).
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/kdeps \\
+        bench/wheels/*.whl && PYTHONPATH=/tmp/kdeps:. KERAS_BACKEND=jax PYTHONUNBUFFERED=1 \\
+        python3 -m bench.gpu_train --out $OUT/gpu.md
 
-Input (``--source``):
+Anywhere, in a venv with ``jax`` and ``keras`` (TensorFlow not needed)::
 
-* ``memory`` (default): random uint8 64x64x3 images held in memory, through the pipeline a
-  cached split takes in ``worker.reader``: shuffle decoded images -> batch -> random flips +
-  ``preprocess`` fused in one XLA-compiled function (stateless seed per batch) -> prefetch.
-* ``sharded``: smooth random JPEGs written as a class-per-folder source, sharded with
-  ``worker.sharding.shard_dataset`` and read by the real ``worker.reader.make_datasets``
-  (decode, hold-out, cache, flips, preprocess), epochs back to back as the job reads them.
-  The warm-up then covers one whole epoch so that the last, smaller batch is compiled too.
+    KERAS_BACKEND=jax python -m bench.gpu_train --smoke --out /tmp/gpu.md   # tiny, CPU: runs?
 
-Measured: a warm-up of ``--warmup-steps`` steps (tracing, XLA compilation), then training
-steps until ``--steps`` or ``--seconds`` runs out (whichever comes first); ms/step is that
-wall time over the steps, images/s is batch / step time, and an epoch is
-``--epoch-images`` (100,000, Tiny ImageNet's train split) / batch steps, extrapolated.
-Validation is not run. The input pipeline alone is timed first, so an input-bound run shows.
-Compared with the write-up's run: 924 ms/step, 686 s/epoch. The whole run is kept under
-``--deadline`` seconds (default 390) by shrinking the measurement. Destroying a tf.data
-iterator can block until tf.data's autotuning thread next wakes up (seen on TensorFlow 2.21:
-seconds, once 30 s), so the deadline leaves a minute of room, and the pipeline's own
-iterator is kept until the report is out.
+Rows, each measured in a fresh child process (clean peak memory, dtype policy and compile
+cache; a row that crashes or runs out of time leaves the others):
+
+* the host pipeline: random uint8 images ``[N, 64, 64, 3]`` cached in memory, shuffled and
+  batched with NumPy on one thread (images/s per core);
+* the ``writeup`` network (width 64, levels [4, 6, 3, 2], 200 classes) at batch 512 and 128,
+  in ``mixed_bfloat16`` and ``float32``: uint8 NumPy batches of a fixed shape (no remainder)
+  through ``model.fit``, SGD with momentum 0.9, ``jit_compile=True``, ``steps_per_execution``,
+  no per-batch callback; softmax (and the loss) in float32;
+* when TensorFlow is importable: the same network fed by ``tf.data`` (bf16, batch 512), and
+  that pipeline alone. TensorFlow is imported by that child only; the JAX rows assert that
+  ``tensorflow`` was never imported.
+
+Each train row: a warm-up fit (tracing and XLA compilation, reported), a short calibration
+fit, then one timed fit of as many steps as ``--seconds`` allows (at most ``--steps``); the
+wall time of that fit over its steps is ms/step. An epoch is 100,000 images (Tiny ImageNet's
+train split) at that speed. Ratios are the write-up's 924 ms/step and 686 s/epoch over ours.
+Peak device memory is JAX's ``peak_bytes_in_use`` ("n/a" where the device has no stats).
+The markdown table is appended to ``--out`` row by row, so a run cut off still reports; the
+whole run stays under ``--deadline`` seconds (default 330), compilation included.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+ROOT = Path(__file__).resolve().parents[1]
 WRITEUP_MS_PER_STEP = 924.0
 WRITEUP_SECONDS_PER_EPOCH = 686.0
+WRITEUP = {"width": 64, "levels": [4, 6, 3, 2], "classes": 200}  # the `writeup` preset
+SMOKE = {"width": 8, "levels": [1], "classes": 10}
+RESULT = "GPU_TRAIN_RESULT "  # prefix of the child's one JSON line on stdout
 STARTED = time.monotonic()
-KEEP: list[Any] = []  # objects whose teardown must wait until the report is printed
+COLUMNS = (
+    "row",
+    "precision",
+    "batch",
+    "images/s",
+    "ms/step",
+    "s/epoch (100k)",
+    "vs 924 ms/step",
+    "vs 686 s/epoch",
+    "peak device memory",
+    "notes",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -58,366 +76,413 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny network, data and step counts: a check that it runs",
-    )
-    parser.add_argument("--preset", default="seed", help="model.config.PRESETS name")
-    parser.add_argument("--width", type=int, help="overrides the preset's width")
-    parser.add_argument("--levels", type=int, nargs="+", help="overrides the preset's levels")
-    parser.add_argument("--classes", type=int, default=200)
-    parser.add_argument("--batch-size", type=int, default=128, help="global batch")
-    parser.add_argument("--source", choices=("memory", "sharded"), default="memory")
-    parser.add_argument(
-        "--images",
-        type=int,
-        help="distinct synthetic images (default: 20,000 in memory, 5,000 sharded)",
-    )
-    parser.add_argument(
-        "--epoch-images",
-        type=int,
-        default=100_000,
-        help="images per epoch for the extrapolation (Tiny ImageNet: 100,000)",
-    )
-    parser.add_argument("--warmup-steps", type=int, default=15)
-    parser.add_argument("--steps", type=int, default=1000, help="most steps measured")
-    parser.add_argument(
-        "--seconds", type=float, default=120.0, help="most seconds of measured training"
-    )
-    parser.add_argument(
-        "--pipeline-seconds",
-        type=float,
-        default=8.0,
-        help="time spent timing the input pipeline alone (0: skip)",
-    )
-    parser.add_argument(
-        "--deadline", type=float, default=390.0, help="seconds the whole run should stay under"
-    )
-    parser.add_argument("--out", help="write the markdown table to this file too")
+    add = parser.add_argument
+    add("--smoke", action="store_true", help="tiny network and steps on the CPU: does it run?")
+    add("--out", help="markdown file the table is appended to, row by row")
+    add("--batches", type=int, nargs="+", help="batch sizes (default 512 128; smoke 8)")
+    add("--precisions", nargs="+", choices=("bf16", "float32"), default=["bf16", "float32"])
+    add("--images", type=int, help="distinct images held in memory (default 8192; smoke 256)")
+    add("--steps-per-execution", type=int, help="Keras steps_per_execution (default 16)")
+    add("--steps", type=int, help="most steps in the timed fit (default 2000; smoke 8)")
+    add("--seconds", type=float, help="target length of the timed fit (default 12; smoke 1)")
+    add("--deadline", type=float, help="seconds the whole run stays under (default 330)")
+    add("--no-tf", action="store_true", help="skip the tf.data rows even if TF is importable")
+    add("--child", help=argparse.SUPPRESS)  # internal: probe | train:PREC:BATCH | tfdata:...
+    add("--until", type=float, help=argparse.SUPPRESS)  # internal: time.time() to finish by
     args = parser.parse_args(argv)
-    if args.smoke:
-        args.width = args.width or 16
-        args.levels = args.levels or [1, 1, 1, 1]
-        args.batch_size = min(args.batch_size, 16)
-        args.images = args.images or (256 if args.source == "memory" else 200)
-        args.warmup_steps = min(args.warmup_steps, 2)
-        args.steps = min(args.steps, 5)
-        args.seconds = min(args.seconds, 30.0)
-        args.pipeline_seconds = min(args.pipeline_seconds, 1.0)
-    if args.images is None:
-        args.images = 20_000 if args.source == "memory" else 5_000
+    smoke = args.smoke
+    args.net = SMOKE if smoke else WRITEUP
+    args.batches = args.batches or ([8] if smoke else [512, 128])
+    args.images = args.images or (256 if smoke else 8192)
+    args.steps_per_execution = args.steps_per_execution or (2 if smoke else 16)
+    args.steps = args.steps or (8 if smoke else 2000)
+    args.seconds = args.seconds if args.seconds is not None else (1.0 if smoke else 12.0)
+    args.deadline = args.deadline or (240.0 if smoke else 330.0)
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    # Devices first: memory growth must be set before anything touches a GPU.
-    import keras
-    import tensorflow as tf
+    raw = sys.argv[1:] if argv is None else argv
+    args = parse_args(raw)
+    if args.child:
+        return child_main(args)
+    return parent_main(args, raw)
 
-    from core.config import Settings
-    from model.config import ArchitectureConfig, get_preset
-    from model.resnet import build_resnet
-    from worker.devices import configure_devices, gpus, use_xla
 
-    settings = Settings()
-    strategy = configure_devices(settings)
-    xla = use_xla(settings)
-    policy = keras.mixed_precision.global_policy().name
-    devices = describe_devices(tf, gpus())
-    log(
-        f"devices: {devices}; policy {policy}; XLA {'on' if xla else 'off'}; "
-        f"{strategy.num_replicas_in_sync} replica(s)"
-    )
+# ------------------------------------------------------------------------------ parent
 
-    preset = get_preset(args.preset)
-    arch = ArchitectureConfig(
-        width=args.width or preset.width, levels=args.levels or list(preset.levels)
-    )
-    workdir = Path(tempfile.mkdtemp(prefix="gpu_train-"))
+
+def parent_main(args: argparse.Namespace, argv: list[str]) -> int:
+    """Runs the rows in child processes; JAX's compilation cache is shared between them (the
+    variable initializers' many small programs), not kept: compile times stay honest."""
+    cache = None
+    if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+        cache = tempfile.mkdtemp(prefix="gpu_train-jax-cache-")
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
     try:
-        dataset, steps_per_epoch, input_note = make_input(args, workdir)
-        pipeline_rate = time_pipeline(dataset, args.batch_size, args.pipeline_seconds, KEEP)
-
-        with strategy.scope():
-            model = build_resnet(args.classes, arch, l2=0.01)
-            # As worker.training._compile does for a train job (the API's defaults).
-            model.compile(
-                optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                jit_compile=xla,
-            )
-        params = model.count_params()
-        warmup_steps = args.warmup_steps
-        if steps_per_epoch is not None:  # sharded: compile the epoch's last batch too
-            warmup_steps = max(warmup_steps, steps_per_epoch + 2)
-        log(
-            f"warm-up: {warmup_steps} steps (tracing, compilation), then up to "
-            f"{args.steps} steps or {args.seconds:.0f} s measured"
-        )
-        # One fit call: warm-up and measurement share the iterator, so no iterator start
-        # (shuffle buffer fill, a new epoch) falls into the timing.
-        timer = StepTimer(max(1, warmup_steps), args.steps, args.seconds, args.deadline)
-        start = time.perf_counter()
-        model.fit(
-            dataset,
-            epochs=1,
-            steps_per_epoch=warmup_steps + args.steps,
-            verbose=0,
-            shuffle=False,
-            callbacks=[timer.callback()],
-        )
-        if timer.measured_steps == 0:
-            raise SystemExit("no step was measured")
-        warmup_seconds = timer.measure_start - start
-        seconds = timer.measure_end - timer.measure_start
-        steps = timer.measured_steps
-        loss = timer.last_loss
+        return run_rows(args, argv)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if cache:
+            shutil.rmtree(cache, ignore_errors=True)
 
-    ms_per_step = 1000.0 * seconds / max(steps, 1)
-    rate = args.batch_size * steps / seconds
-    epoch_steps = math.ceil(args.epoch_images / args.batch_size)
-    epoch_seconds = epoch_steps * ms_per_step / 1000.0
-    rows = [
-        ("devices", devices),
-        ("replicas (MirroredStrategy)", str(strategy.num_replicas_in_sync)),
-        ("precision policy", policy),
-        ("XLA (jit_compile)", "on" if xla else "off"),
-        (
-            "network",
-            f"width {arch.width}, levels {list(arch.levels)}, {args.classes} classes, "
-            f"{params:,} parameters" + (" (smoke sizes)" if args.smoke else ""),
-        ),
-        ("batch (global)", str(args.batch_size)),
-        ("input", input_note),
-        ("input pipeline alone", f"{pipeline_rate:,.0f} img/s" if pipeline_rate else "skipped"),
-        ("warm-up (tracing + compilation)", f"{warmup_steps} steps in {warmup_seconds:.1f} s"),
-        ("measured", f"{steps} steps in {seconds:.1f} s (loss at the end {loss:.3f})"),
-        ("ms/step", f"{ms_per_step:,.1f}"),
-        ("images/s", f"{rate:,.0f}"),
-        (
-            f"s/epoch ({args.epoch_images:,} images = {epoch_steps} steps, extrapolated)",
-            f"{epoch_seconds:,.1f}",
-        ),
-        ("write-up", f"{WRITEUP_MS_PER_STEP:.0f} ms/step, {WRITEUP_SECONDS_PER_EPOCH:.0f} s/epoch"),
-        ("speed-up vs write-up, per step", f"{WRITEUP_MS_PER_STEP / ms_per_step:,.2f}x"),
-        ("speed-up vs write-up, per epoch", f"{WRITEUP_SECONDS_PER_EPOCH / epoch_seconds:,.2f}x"),
-    ]
-    if pipeline_rate and pipeline_rate < 1.2 * rate:
-        rows.append(
-            (
-                "note",
-                "the input pipeline alone is under 1.2x the training rate: "
-                "training is probably input-bound",
-            )
+
+def run_rows(args: argparse.Namespace, argv: list[str]) -> int:
+    """Runs the rows in child processes, appending each row to the table as it comes."""
+    until = time.time() + args.deadline
+    probe = run_child(argv, "probe", until)
+    if "error" in probe:
+        emit(args, f"\nprobe failed: {probe['error']}\n")
+        return 1
+    emit(args, header(args, probe))
+    emit(args, table_row(host_pipeline_row(args)))
+    failures, tf_seen = 0, False
+    for precision in args.precisions:
+        for batch in args.batches:
+            left = until - time.time()
+            spec = f"train:{precision}:{batch}"
+            if left < (20.0 if args.smoke else 45.0):
+                emit(args, table_row(skipped(spec, f"skipped: {left:.0f} s left")))
+                continue
+            result = run_child(argv, spec, until)
+            failures += "error" in result
+            tf_seen = tf_seen or bool(result.get("tensorflow_imported"))
+            emit(args, table_row(result))
+    if tf_seen:
+        emit(args, "\nFAILED: TensorFlow was imported on the JAX path.\n")
+        return 1
+    footer = ["", "TensorFlow was not imported by the JAX rows (checked in each child)."]
+    if args.no_tf:
+        footer.append("tf.data rows: skipped (--no-tf).")
+    elif not probe["tensorflow"]:
+        footer.append(f"tf.data rows: skipped ({probe['tensorflow_why']}).")
+    elif until - time.time() < (20.0 if args.smoke else 45.0):
+        footer.append("tf.data rows: skipped (no time left).")
+    else:
+        result = run_child(argv, f"tfdata:bf16:{args.batches[0]}", until)
+        for row in result.get("rows", [result]):
+            emit(args, table_row(row))
+    footer.append(f"Whole run: {time.monotonic() - STARTED:.0f} s.")
+    emit(args, "\n".join(footer) + "\n")
+    return 1 if failures else 0
+
+
+def run_child(argv: list[str], spec: str, until: float) -> dict[str, Any]:
+    """Runs ``spec`` in ``python -m bench.gpu_train`` and returns its result (or an error)."""
+    command = [sys.executable, "-m", "bench.gpu_train", *argv, "--child", spec]
+    command += ["--until", str(until)]
+    env = {**os.environ, "KERAS_BACKEND": os.environ.get("KERAS_BACKEND", "jax")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    log(f"{spec}: starting ({until - time.time():.0f} s left)")
+    try:
+        done = subprocess.run(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            timeout=max(30.0, until - time.time() + 20.0),
+            check=False,
         )
-    if args.smoke:
-        rows.append(("note", "smoke mode: sizes are not the benchmark's, figures mean nothing"))
-    rows.append(("whole run", f"{time.monotonic() - STARTED:.0f} s"))
-    table = render(rows, args)
-    print(table)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(table + "\n")
+    except subprocess.TimeoutExpired:
+        return skipped(spec, "error: timed out")
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(RESULT):
+            result: dict[str, Any] = json.loads(line[len(RESULT) :])
+            return result
+    return skipped(spec, f"error: exit status {done.returncode}, no result (see stderr)")
+
+
+def skipped(spec: str, why: str) -> dict[str, Any]:
+    kind, _, rest = spec.partition(":")
+    precision, _, batch = rest.partition(":")
+    result = {"row": kind, "precision": precision, "batch": batch, "notes": why}
+    if why.startswith("error"):
+        result["error"] = why
+    return result
+
+
+def host_pipeline_row(args: argparse.Namespace) -> dict[str, Any]:
+    """The host's whole share of the work: shuffle and batch cached uint8 images, 1 thread."""
+    images, labels = random_data(args.images, args.net["classes"])
+    batch = max(args.batches)
+    count, seconds = 0, 0.5 if args.smoke else 3.0
+    start = time.perf_counter()
+    for x, _ in batches(images, labels, batch, seed=1):
+        count += len(x)
+        if time.perf_counter() - start >= seconds:
+            break
+    rate = count / (time.perf_counter() - start)
+    log(f"host pipeline: {rate:,.0f} images/s on one thread")
+    return {
+        "row": "host pipeline (NumPy)",
+        "batch": batch,
+        "images_per_s": rate,
+        "notes": f"per core: 1 thread; cached uint8 {images.shape}, shuffled and batched"
+        + ("" if args.smoke else f"; target >= 5,000/s per core: {verdict(rate >= 5000)}"),
+    }
+
+
+# ------------------------------------------------------------------------------- child
+
+
+def child_main(args: argparse.Namespace) -> int:
+    kind, _, rest = args.child.partition(":")
+    precision, _, batch = rest.partition(":")
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    result: dict[str, Any]
+    try:
+        if kind == "probe":
+            result = probe()
+        elif kind == "train":
+            result = train_row(args, precision, int(batch), feed="numpy")
+        else:
+            result = {"rows": tfdata_rows(args, precision, int(batch))}
+    except Exception as exc:  # reported as the row (out of memory, say); traceback on stderr
+        traceback.print_exc()
+        result = skipped(args.child, f"error: {type(exc).__name__}: {exc}"[:400])
+    print(RESULT + json.dumps(result), flush=True)
     return 0
 
 
-def describe_devices(tf: Any, physical: list[Any]) -> str:
-    if not physical:
-        import platform
+def probe() -> dict[str, Any]:
+    """What runs the rows: devices and versions; whether TensorFlow could be imported."""
+    import importlib.util
 
-        return f"CPU only ({os.cpu_count()} cores, {platform.machine()})"
-    names = []
-    for device in physical:
-        details = tf.config.experimental.get_device_details(device)
-        capability = details.get("compute_capability")
-        cc = f", compute capability {capability[0]}.{capability[1]}" if capability else ""
-        names.append(f"{device.name}: {details.get('device_name', '?')}{cc}")
-    return "; ".join(names)
+    import jax
+    import keras
+
+    try:
+        tensorflow = importlib.util.find_spec("tensorflow") is not None
+        why = "" if tensorflow else "TensorFlow is not installed"
+    except ImportError as exc:  # a blocking import hook, as the smoke test installs
+        tensorflow, why = False, f"TensorFlow cannot be imported: {exc}"
+    device = jax.devices()[0]
+    return {
+        "device": f"{len(jax.devices())} x {device.platform} {device.device_kind}",
+        "versions": f"Python {sys.version.split()[0]}, JAX {jax.__version__}, "
+        f"Keras {keras.__version__} ({keras.backend.backend()} backend)",
+        "tensorflow": tensorflow,
+        "tensorflow_why": why,
+    }
 
 
-# ---------------------------------------------------------------------------------- input
+def train_row(args: argparse.Namespace, precision: str, batch: int, feed: str) -> dict[str, Any]:
+    """One train measurement; ``feed`` is ``numpy`` (a generator) or ``tfdata``."""
+    images, labels = random_data(args.images, args.net["classes"])
+    model, dense_dtype = build_model(args.net, precision, args.steps_per_execution)
+    if feed == "numpy":
 
+        def data() -> Any:
+            return batches(images, labels, batch, seed=2)
 
-def make_input(args: argparse.Namespace, workdir: Path) -> tuple[Any, int | None, str]:
-    """(an endless dataset of (float32 images, int32 labels) batches, steps per epoch when
-    the dataset has epochs that matter, a description)."""
-    if args.source == "sharded":
-        return sharded_input(args, workdir)
-    return (
-        memory_input(args),
-        None,
-        (
-            f"{args.images:,} random uint8 images in memory: shuffle -> batch -> flip + "
-            "preprocess (one XLA function) -> prefetch, as a cached split in worker.reader"
-        ),
+    else:
+        dataset = tf_dataset(images, labels, batch)
+
+        def data() -> Any:
+            return dataset
+
+    budget = max(0.5, min(args.seconds, args.until - time.time() - 10.0))
+    steps, seconds, compile_seconds, loss = measure(model, data, args, budget)
+    result = speed_row(steps, seconds, batch)
+    tensorflow_imported = "tensorflow" in sys.modules
+    if feed == "numpy":
+        assert not tensorflow_imported, "TensorFlow was imported on the JAX path"
+    notes = [
+        f"warm-up with compile {compile_seconds:.1f} s",
+        f"timed {steps} steps in {seconds:.1f} s",
+        f"loss {loss:.3f}",
+        f"dense {dense_dtype}, softmax float32",
+        f"steps_per_execution {args.steps_per_execution}",
+    ]
+    if precision == "bf16" and not args.smoke:
+        notes.append(f"target >= 20,000 images/s: {verdict(result['images_per_s'] >= 20_000)}")
+    result.update(
+        row=f"{'smoke net' if args.smoke else 'writeup'} ({feed})",
+        precision=precision,
+        batch=batch,
+        peak=peak_device_memory(),
+        tensorflow_imported=tensorflow_imported,
+        notes="; ".join(notes),
     )
+    return result
 
 
-def memory_input(args: argparse.Namespace) -> Any:
+def build_model(net: dict[str, Any], precision: str, steps_per_execution: int) -> Any:
+    """``model.Resnet`` on uint8 input, softmax in float32, compiled as for the benchmark.
+
+    Returns (model, compute dtype of the network's output Dense)."""
+    import keras
+
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16" if precision == "bf16" else "float32")
+    from model import Resnet
+
+    resnet = Resnet(net["classes"], width=net["width"], levels=net["levels"], l2=0.01)
+    inputs = keras.Input((64, 64, 3), dtype="uint8", name="images")
+    # uint8 crosses to the device; the cast (and scaling) runs there, in the compute dtype.
+    x = keras.layers.Rescaling(1.0 / 255.0, name="to_float")(inputs)
+    probabilities = keras.layers.Activation("softmax", dtype="float32", name="softmax")(resnet(x))
+    model = keras.Model(inputs, probabilities, name="gpu_train")
+    model.compile(
+        optimizer=keras.optimizers.SGD(learning_rate=0.01, momentum=0.9),
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        jit_compile=True,
+        steps_per_execution=steps_per_execution,
+    )
+    dense = [layer for layer in resnet._flatten_layers() if isinstance(layer, keras.layers.Dense)]
+    return model, (dense[-1].compute_dtype if dense else "?")
+
+
+def measure(
+    model: Any, data: Callable[[], Any], args: argparse.Namespace, budget: float
+) -> tuple[int, float, float, float]:
+    """(timed steps, their seconds, warm-up seconds with compilation, last loss)."""
+    spe = args.steps_per_execution
+
+    def fit(steps: int) -> tuple[float, float]:
+        start = time.perf_counter()
+        history = model.fit(data(), steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
+        # fit returns once the epoch's logs are read back: the device has finished.
+        return time.perf_counter() - start, float(history.history["loss"][-1])
+
+    compile_seconds, _ = fit(spe)
+    log(f"warm-up (tracing, compilation): {compile_seconds:.1f} s")
+    probe_seconds, _ = fit(2 * spe)
+    per_step = probe_seconds / (2 * spe)
+    steps = int(min(args.steps, max(2 * spe, budget / per_step)) // spe * spe)
+    log(f"about {1000 * per_step:.1f} ms/step: timing {steps} steps")
+    seconds, loss = fit(steps)
+    return steps, seconds, compile_seconds, loss
+
+
+def speed_row(steps: int, seconds: float, batch: int) -> dict[str, Any]:
+    ms_per_step = 1000.0 * seconds / steps
+    epoch_seconds = math.ceil(100_000 / batch) * ms_per_step / 1000.0
+    return {
+        "images_per_s": batch * steps / seconds,
+        "ms_per_step": ms_per_step,
+        "epoch_seconds": epoch_seconds,
+        "vs_step": WRITEUP_MS_PER_STEP / ms_per_step,
+        "vs_epoch": WRITEUP_SECONDS_PER_EPOCH / epoch_seconds,
+    }
+
+
+def verdict(passed: bool) -> str:
+    return "PASS" if passed else "FAIL"
+
+
+def peak_device_memory() -> str:
+    import jax
+
+    stats = jax.local_devices()[0].memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return "n/a" if peak is None else f"{peak / 2**30:.2f} GiB"
+
+
+def tfdata_rows(args: argparse.Namespace, precision: str, batch: int) -> list[dict[str, Any]]:
+    """The tf.data input (as the worker feeds a JAX model): that pipeline alone, then training."""
+    images, labels = random_data(args.images, args.net["classes"])
+    dataset = tf_dataset(images, labels, batch)
+    count, start = 0, time.perf_counter()
+    for x, _ in dataset.as_numpy_iterator():
+        count += len(x)
+        if time.perf_counter() - start >= (0.5 if args.smoke else 3.0):
+            break
+    rate = count / (time.perf_counter() - start)
+    host = {"row": "host pipeline (tf.data)", "batch": batch, "images_per_s": rate}
+    host["notes"] = "shuffle, batch (drop_remainder), prefetch; to NumPy; all cores"
+    return [host, train_row(args, precision, batch, feed="tfdata")]
+
+
+# ------------------------------------------------------------------------------- data
+
+
+def random_data(count: int, classes: int) -> tuple[Any, Any]:
     import numpy as np
-    import tensorflow as tf
-
-    from model.preprocessing import augment, preprocess
 
     rng = np.random.default_rng(0)
-    log(f"making {args.images:,} random images")
-    images = rng.integers(0, 256, (args.images, 64, 64, 3), dtype=np.uint8)
-    labels = rng.integers(0, args.classes, args.images).astype(np.int32)
+    images = rng.integers(0, 256, (count, 64, 64, 3), dtype=np.uint8)
+    return images, rng.integers(0, classes, count).astype(np.int32)
 
-    @tf.function(jit_compile=True)
-    def transform(batch: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        return preprocess(augment(batch, seed=seed))
 
-    parallel = {"num_parallel_calls": tf.data.AUTOTUNE, "deterministic": False}
-    batches = (
-        tf.data.Dataset.from_tensor_slices((images, labels))
-        .shuffle(min(args.images, 5000), seed=0, reshuffle_each_iteration=True)
-        .repeat()
-        .batch(args.batch_size, drop_remainder=True)
-    )
-    salt = tf.constant(0, tf.int64)
-    flips = tf.data.Dataset.random(seed=0)
+def batches(images: Any, labels: Any, batch: int, seed: int) -> Iterator[tuple[Any, Any]]:
+    """Endless shuffled batches of one fixed shape (the remainder of each pass is dropped)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    while True:
+        order = rng.permutation(len(images))
+        for start in range(0, len(order) - batch + 1, batch):
+            index = np.sort(order[start : start + batch])  # sorted: faster gathers
+            # Fresh arrays: device transfers are asynchronous, so no buffer is reused.
+            yield np.take(images, index, axis=0), np.take(labels, index)
+
+
+def tf_dataset(images: Any, labels: Any, batch: int) -> Any:
+    import tensorflow as tf
+
     return (
-        tf.data.Dataset.zip(batches, flips)
-        .map(
-            lambda batch, draw: (transform(batch[0], tf.stack([draw, salt])), batch[1]), **parallel
-        )
+        tf.data.Dataset.from_tensor_slices((images, labels))
+        .shuffle(len(images), seed=0, reshuffle_each_iteration=True)
+        .repeat()
+        .batch(batch, drop_remainder=True)
         .prefetch(tf.data.AUTOTUNE)
     )
 
 
-def sharded_input(args: argparse.Namespace, workdir: Path) -> tuple[Any, int, str]:
-    import numpy as np
-    from PIL import Image
-
-    from core.config import Settings
-    from worker.reader import make_datasets
-    from worker.sharding import shard_dataset
-
-    source = workdir / "source"
-    rng = np.random.default_rng(0)
-    log(f"writing {args.images:,} synthetic JPEGs in {args.classes} classes")
-    start = time.perf_counter()
-    for i in range(args.images):
-        # Smooth colour fields plus grain: JPEG sizes and decode costs near a photo's.
-        coarse = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        image = Image.fromarray(coarse).resize((64, 64), Image.Resampling.BICUBIC)
-        grain = rng.integers(-12, 13, (64, 64, 3))
-        pixels = np.clip(np.asarray(image, np.int16) + grain, 0, 255).astype(np.uint8)
-        folder = source / f"class_{i % args.classes:03d}"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(folder / f"img_{i:06d}.jpg", quality=90)
-    dataset_dir = workdir / "datasets" / "synthetic"
-    shard_dataset(source, dataset_dir, num_shards=16, seed=0)
-    log(f"source written and sharded in {time.perf_counter() - start:.1f} s")
-    settings = Settings()
-    data = make_datasets(dataset_dir, args.batch_size, cache_bytes=settings.reader_cache_bytes)
-    total_steps = args.warmup_steps + data.steps_per_epoch + 2 + args.steps
-    epochs = math.ceil(total_steps / data.steps_per_epoch) + 1
-    note = (
-        f"{data.train_count:,} synthetic JPEGs ({data.val_count:,} held out), 16 shards, read "
-        f"by worker.reader.make_datasets (cache {'on' if data.train_cached else 'off'}), "
-        f"{data.steps_per_epoch} steps/epoch, last batch smaller"
-    )
-    return data.train_epochs(0, epochs), data.steps_per_epoch, note
+# ------------------------------------------------------------------------------ report
 
 
-def time_pipeline(dataset: Any, batch_size: int, seconds: float, keep: list[Any]) -> float | None:
-    """Images per second of the input pipeline alone, on a fresh iterator (for a sharded
-    input that is its first epoch: reading, decoding and filling the cache)."""
-    if seconds <= 0:
-        return None
-    iterator = iter(dataset)
-    next(iterator)  # start-up: threads, the first XLA compilation of the transform
-    next(iterator)
-    count, start = 0, time.perf_counter()
-    for images, _ in iterator:  # a sharded dataset ends: its epochs are finite
-        count += int(images.shape[0])
-        if time.perf_counter() - start >= seconds:
-            break
-    rate = count / (time.perf_counter() - start)
-    keep.append(iterator)  # destroyed after the report: its teardown may block for seconds
-    log(f"input pipeline alone: {rate:,.0f} img/s (batch {batch_size})")
-    return rate
-
-
-# ------------------------------------------------------------------------------- timing
-
-
-class StepTimer:
-    """Lets ``warmup`` steps pass, then times training steps until ``steps`` were done or
-    ``budget`` seconds passed, and stops training. The loss is read (which waits for the
-    device) at both ends of the timed span, so queued work is not missed."""
-
-    def __init__(self, warmup: int, steps: int, seconds: float, deadline: float) -> None:
-        self.warmup = warmup
-        self.steps = steps
-        self.budget = seconds
-        self.deadline = deadline
-        self.done = 0
-        self.measured_steps = 0
-        self.measure_start = 0.0
-        self.measure_end = 0.0
-        self.last_loss = math.nan
-
-    def callback(self) -> Any:
-        import keras
-
-        timer = self
-
-        class _Callback(keras.callbacks.Callback):
-            def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-                timer.done += 1
-                if timer.done < timer.warmup:
-                    return
-                if timer.done == timer.warmup:
-                    timer.last_loss = _wait(logs)
-                    # What is left before the deadline, less a margin for the report.
-                    left = timer.deadline - (time.monotonic() - STARTED) - 15.0
-                    timer.budget = max(5.0, min(timer.budget, left))
-                    log(f"warm-up done; measuring for up to {timer.budget:.0f} s")
-                    timer.measure_start = time.perf_counter()
-                    return
-                timer.measured_steps += 1
-                now = time.perf_counter()
-                if timer.measured_steps >= timer.steps or now - timer.measure_start >= timer.budget:
-                    timer.last_loss = _wait(logs)
-                    timer.measure_end = time.perf_counter()
-                    self.model.stop_training = True
-
-            def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-                if timer.measured_steps and not timer.measure_end:
-                    timer.last_loss = _wait(logs)
-                    timer.measure_end = time.perf_counter()
-
-        return _Callback()
-
-
-def _wait(logs: dict[str, Any] | None) -> float:
-    """The loss as a float: waits until the device has finished the step."""
-    value = (logs or {}).get("loss")
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def render(rows: list[tuple[str, str]], args: argparse.Namespace) -> str:
+def header(args: argparse.Namespace, probe: dict[str, Any]) -> str:
+    net = args.net
+    title = "smoke run (sizes are not the benchmark's)" if args.smoke else "writeup preset"
     lines = [
-        f"### gpu_train: {'smoke run' if args.smoke else f'{args.preset} preset'}, "
-        f"batch {args.batch_size}, {args.source} input",
         "",
-        "| figure | value |",
-        "| --- | --- |",
+        f"### bench.gpu_train: {title}",
+        "",
+        f"{probe['device']}; {probe['versions']}. Network: width {net['width']}, levels "
+        f"{net['levels']}, {net['classes']} classes; {args.images:,} random uint8 images in "
+        f"host memory; SGD momentum 0.9, jit_compile, steps_per_execution "
+        f"{args.steps_per_execution}. Write-up: {WRITEUP_MS_PER_STEP:.0f} ms/step, "
+        f"{WRITEUP_SECONDS_PER_EPOCH:.0f} s/epoch.",
+        "",
+        "| " + " | ".join(COLUMNS) + " |",
+        "|" + " --- |" * len(COLUMNS),
     ]
-    lines += [f"| {name} | {value} |" for name, value in rows]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n"
+
+
+def table_row(result: dict[str, Any]) -> str:
+    def number(key: str, form: str, suffix: str = "") -> str:
+        value = result.get(key)
+        return "—" if value is None else format(value, form) + suffix
+
+    cells = [
+        str(result.get("row", "?")),
+        str(result.get("precision") or "—"),
+        str(result.get("batch", "—")),
+        number("images_per_s", ",.0f"),
+        number("ms_per_step", ",.1f"),
+        number("epoch_seconds", ",.1f"),
+        number("vs_step", ",.1f", "x"),
+        number("vs_epoch", ",.1f", "x"),
+        str(result.get("peak", "—")),
+        str(result.get("notes", "")).replace("|", "/"),
+    ]
+    return "| " + " | ".join(cells) + " |\n"
+
+
+def emit(args: argparse.Namespace, text: str) -> None:
+    """Prints ``text`` and appends it to ``--out`` at once (a cut-off run still reports)."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("a") as file:
+            file.write(text)
 
 
 def log(message: str) -> None:

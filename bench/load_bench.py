@@ -3,11 +3,12 @@
 Run from the repository root: ``python -m bench.load_bench`` (see ``--help``). Not part of
 the tests. About two minutes by default; ``--phase-seconds 120`` makes it a few minutes.
 
-A real uvicorn API (``python -m app``) serves a small model (``--model seed``: the
-write-up's seed preset, 200 classes) with a small ``TINYRES_PREDICT_QUEUE_SIZE``
-(``--queue-size``). The job store holds a few dozen jobs in every state. A load generator
+A real uvicorn API (``python -m app``) serves a small model (width 16, 10 classes; or
+``--model writeup``: the write-up's network, 200 classes) with a
+small ``TINYRES_PREDICT_QUEUE_SIZE`` (``--queue-size``). The job store holds a few dozen
+jobs in every state. A load generator
 in another process (``load`` subcommand: asyncio, keep-alive HTTP/1.1 connections, the
-request builders of ``bench.predict_bench``) runs closed-loop clients that send a mix of
+request builders of ``bench.harness``) runs closed-loop clients that send a mix of
 ``POST /predict``, ``GET /jobs`` and ``GET /jobs/{id}`` (``--mix``), each request with a
 client timeout (``--timeout``). Meanwhile this process scrapes ``GET /metrics`` every few
 seconds, as Prometheus would.
@@ -43,18 +44,34 @@ from typing import Any
 
 import numpy as np
 
-from bench.predict_bench import (
-    _make_images,
-    _multipart,
-    _register_models,
-    _request,
-    _rss_mb,
+from bench.harness import (
+    CHECK_HEADER,
+    check_row,
+    make_images,
+    multipart_body,
+    post_request,
+    register_model,
+    rss_mb,
     server,
 )
+from tools.processes import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ENDPOINTS = {"predict": "POST /predict", "jobs": "GET /jobs", "job": "GET /jobs/{id}"}
-SMALL_CLASSES = 10
+
+
+def _models() -> dict[str, tuple[int, Any]]:
+    from core.train_config import preset_architecture
+    from model.config import ArchitectureConfig
+
+    return {
+        # A small ResNet (width 16, levels [1, 1]), 10 classes.
+        "small": (10, ArchitectureConfig(width=16, levels=[1, 1])),
+        # The write-up's network, 200 classes.
+        "writeup": (200, preset_architecture("writeup")),
+    }
+
+
+MODELS = _models()
 
 
 # --------------------------------------------------------------------- the load generator
@@ -89,7 +106,9 @@ def _parse_mix(mix: str) -> tuple[list[str], list[float]]:
 async def _load(args: argparse.Namespace) -> dict[str, Any]:
     host, port = args.host, args.port
     images = [p.read_bytes() for p in sorted(Path(args.images).glob("*.jpg"))]
-    predicts = [_request(host, port, "/predict", _multipart(image, None)) for image in images]
+    predicts = [
+        post_request(host, port, "/predict", multipart_body(image, None)) for image in images
+    ]
     job_ids = args.jobs.split(",")
     gets = {
         "jobs": [_get(host, port, "/jobs")],
@@ -167,29 +186,6 @@ def load_main(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------ the benchmark
-
-
-def _register_small_model(settings: Any) -> str:
-    """A small ResNet (width 16, levels [1, 1]) saved as a succeeded train job's model."""
-    import keras
-
-    from core import layout
-    from core.jobs import JobState, JobStore
-    from model import ArchitectureConfig, build_resnet
-
-    keras.utils.set_random_seed(0)
-    names = [{"index": i, "wnid": f"n{i:08d}", "label": f"class {i}"} for i in range(SMALL_CLASSES)]
-    architecture: dict[str, Any] = {"width": 16, "levels": [1, 1]}
-    network = build_resnet(SMALL_CLASSES, ArchitectureConfig(**architecture), class_names=names)
-    store = JobStore(settings.effective_database_url)
-    store.create_schema()
-    job = store.create("train", {"dataset": "bench", **architecture})
-    path = layout.model_path(settings, job.id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    network.save(path)
-    store.finish(job.id, JobState.SUCCEEDED, result={"model": job.id})
-    store.engine.dispose()
-    return job.id
 
 
 def _make_jobs(settings: Any, count: int) -> list[str]:
@@ -270,25 +266,17 @@ def _errors(phase: dict[str, Any]) -> Counter[str]:
     return errors
 
 
-def _row(target: str, measured: str, ok: bool | None) -> str:
-    verdict = "" if ok is None else ("PASS" if ok else "FAIL")
-    return f"| {target} | {measured} | {verdict} |"
-
-
 def _fmt_errors(errors: Counter[str]) -> str:
     return ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())) or "none"
 
 
 def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
     below, above = result["below"], result["above"]
-    rows = [
-        "| target | measured | verdict |",
-        "| --- | --- | --- |",
-    ]
+    rows = [*CHECK_HEADER]
     for name, phase in (("phase 1", below), ("phase 2", above)):
         total = sum(e["requests"] for e in phase["endpoints"].values())
         rows.append(
-            _row(
+            check_row(
                 f"{name}: {phase['clients']} clients, {phase['seconds']:.0f} s, info",
                 f"{total} requests ({total / phase['seconds']:.0f}/s); at most "
                 f"{phase['waiting_max']:.0f} /predict waiting (limit {args.queue_size}); "
@@ -301,7 +289,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
             codes = ", ".join(f"{c}: {n}" for c, n in endpoint["codes"].items())
             refused = f"; 503 p99 {endpoint['p99_503_ms']:.1f} ms" if endpoint["p99_503_ms"] else ""
             rows.append(
-                _row(
+                check_row(
                     f"{name}: {ENDPOINTS[kind]} p50 / p99 (of 200s), info",
                     f"{endpoint['p50_ms']:.1f} / {endpoint['p99_ms']:.1f} ms ({codes}){refused}",
                     None,
@@ -313,34 +301,34 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
     rejected = result["rejected_total"]
     growth = (result["rss_end_mb"] - result["rss_start_mb"]) / result["rss_start_mb"]
     rows += [
-        _row(
+        check_row(
             f"phase 1 ({below['clients']} clients < queue size {args.queue_size}): error rate 0",
             f"errors: {_fmt_errors(below_errors)}",
             not below_errors,
         ),
-        _row(
+        check_row(
             f"phase 2 ({above['clients']} clients > queue size {args.queue_size}): "
             "the limit is reached (some 503s)",
             f"{predict_503} answers 503 to /predict",
             predict_503 > 0,
         ),
-        _row(
+        check_row(
             "phase 2: the only errors are 503s (no other 5xx or 4xx, no timeouts, "
             "no broken connections)",
             f"errors: {_fmt_errors(above_errors)}",
             not other,
         ),
-        _row(
+        check_row(
             "phase 2: every 503 has Retry-After",
             f"{above['no_retry_after']} of {above_errors['503']} without",
             above["no_retry_after"] == 0,
         ),
-        _row(
+        check_row(
             "phase 2: server's tinyres_predict_rejected_total == 503s the clients saw",
             f"{rejected:.0f} == {predict_503}",
             rejected == predict_503,
         ),
-        _row(
+        check_row(
             f"API resident memory growth < 10% (start: after warm-up; launch "
             f"{result['rss_launch_mb']:.0f} MB, info)",
             f"{result['rss_start_mb']:.0f} -> {result['rss_end_mb']:.0f} MB ({growth * 100:+.1f}%)",
@@ -360,24 +348,21 @@ def bench_main(args: argparse.Namespace) -> None:
     settings = Settings(data_root=root)
     try:
         images = root / "bench-images"
-        _make_images(images, 32)
+        make_images(images, 32)
         print(f"# a {args.model} model and {args.jobs} jobs under {root}", flush=True)
-        if args.model == "seed":
-            _register_models(settings, 1)
-        else:
-            _register_small_model(settings)
+        register_model(settings, *MODELS[args.model])
         jobs = _make_jobs(settings, args.jobs)
         env = {
             "TINYRES_PREDICT_QUEUE_SIZE": str(args.queue_size),
             "TINYRES_BATCH_TIMEOUT_MS": str(args.batch_timeout_ms),
         }
         result: dict[str, Any] = {}
-        with server("api", root, root / "api.log", **env) as (port, pid):
-            result["rss_launch_mb"] = _rss_mb(pid)
+        with server(root, root / "api.log", **env) as (port, pid):
+            result["rss_launch_mb"] = rss_mb(pid)
             print("# warm-up", flush=True)
             run_phase(args, port, images, jobs, args.below_clients, args.warmup_seconds)
             run_phase(args, port, images, jobs, args.above_clients, args.warmup_seconds)
-            result["rss_start_mb"] = _rss_mb(pid)
+            result["rss_start_mb"] = rss_mb(pid)
             _, before = _scrape(port)
             print(f"# phase 1: {args.below_clients} clients, {args.phase_seconds:g} s", flush=True)
             result["below"] = run_phase(
@@ -389,7 +374,7 @@ def bench_main(args: argparse.Namespace) -> None:
                 args, port, images, jobs, args.above_clients, args.phase_seconds
             )
             _, after = _scrape(port)
-            result["rss_end_mb"] = _rss_mb(pid)
+            result["rss_end_mb"] = rss_mb(pid)
         key = "tinyres_predict_rejected_total{}"
         result["rejected_total"] = after[key] - between[key]  # refusals of phase 2
         result["below"]["rejected_total"] = between[key] - before[key]
@@ -420,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--below-clients", type=int, default=4, help="phase 1 clients")
     parser.add_argument("--above-clients", type=int, default=32, help="phase 2 clients")
     parser.add_argument("--batch-timeout-ms", type=float, default=5.0)
-    parser.add_argument("--model", choices=["small", "seed"], default="small")
+    parser.add_argument("--model", choices=sorted(MODELS), default="small")
     parser.add_argument("--jobs", type=int, default=40, help="jobs in the store to poll")
     parser.add_argument("--mix", default="predict=2,jobs=1,job=1", help="request weights")
     parser.add_argument("--timeout", type=float, default=10, help="client timeout, seconds")
@@ -438,7 +423,12 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--jobs", required=True, help="comma-separated job ids to poll")
     load.add_argument("--mix", default="predict=2,jobs=1,job=1")
     load.add_argument("--timeout", type=float, default=10)
+    parser.add_argument(
+        "--quick", action="store_true", help="proves it runs: 5 s phases, 10 jobs (noisy)"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.phase_seconds, args.warmup_seconds, args.jobs, args.scrape_interval = 5, 2, 10, 2
     if args.command == "load":
         load_main(args)
     else:

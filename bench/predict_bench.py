@@ -1,7 +1,7 @@
 """Benchmark of POST /predict: latency, throughput with and without batching, memory.
 
 Run from the repository root: ``python -m bench.predict_bench`` (see ``--help``). Not part
-of the tests. Everything is measured in one run, on the ``seed`` preset (untrained weights,
+of the tests. Everything is measured in one run, on the ``writeup`` preset (untrained weights,
 200 classes) and 64x64 JPEGs:
 
 1. In-process latency of one image through the serving path (``decode_upload``, the
@@ -29,29 +29,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, File, Form, UploadFile
 
-REPO = Path(__file__).resolve().parents[1]
+from bench.harness import (
+    CHECK_HEADER,
+    check_row,
+    make_images,
+    multipart_body,
+    post_request,
+    register_model,
+    rss_mb,
+    server,
+)
+from tools.processes import REPO
+
 CLASSES = 200
-BOUNDARY = "tinyresbenchboundary"
 
 
 # ---------------------------------------------------------------------------- the naive app
@@ -117,30 +123,6 @@ def naive_app() -> Any:
 # --------------------------------------------------------------------- the load generator
 
 
-def _multipart(image: bytes, model: str | None) -> bytes:
-    parts = [
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n'
-        "Content-Type: image/jpeg\r\n\r\n".encode()
-        + image
-        + b"\r\n"
-    ]
-    if model:
-        parts.append(
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="model"\r\n\r\n'
-            f"{model}\r\n".encode()
-        )
-    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
-
-
-def _request(host: str, port: int, path: str, body: bytes) -> bytes:
-    head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
 async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool]:
     """Status code, and whether the server closes the connection."""
     status = int((await reader.readline()).split()[1])
@@ -160,7 +142,7 @@ async def _load(args: argparse.Namespace) -> dict[str, Any]:
     images = [p.read_bytes() for p in sorted(Path(args.images).glob("*.jpg"))]
     models = args.models.split(",") if args.models else [None]
     requests = [
-        _request(args.host, args.port, args.path, _multipart(images[i % len(images)], m))
+        post_request(args.host, args.port, args.path, multipart_body(images[i % len(images)], m))
         for i, m in ((i, models[i % len(models)]) for i in range(len(images) * len(models)))
     ]
     latencies: list[float] = []
@@ -208,46 +190,14 @@ def load_main(args: argparse.Namespace) -> None:
 # ------------------------------------------------------------------------ the benchmark
 
 
-def _make_images(folder: Path, count: int) -> list[bytes]:
-    from PIL import Image
+def register_models(settings: Any, count: int) -> list[str]:
+    """``count`` untrained writeup-preset models as succeeded train jobs; oldest first."""
+    from core.train_config import preset_architecture
 
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    images = []
-    for i in range(count):
-        # Smooth random images compress like photos, not like noise.
-        small = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
-        image = Image.fromarray(small).resize((64, 64), Image.Resampling.BICUBIC)
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=90)
-        images.append(buffer.getvalue())
-        (folder / f"{i:03d}.jpg").write_bytes(buffer.getvalue())
-    return images
-
-
-def _register_models(settings: Any, count: int) -> list[str]:
-    """Saves ``count`` seed-preset models as succeeded train jobs; oldest first."""
-    from core import layout
-    from core.jobs import JobState, JobStore
-    from model import build_resnet, get_preset
-
-    names = [{"index": i, "wnid": f"n{i:08d}", "label": f"class {i}"} for i in range(CLASSES)]
-    store = JobStore(settings.effective_database_url)
-    store.create_schema()
     ids = []
     for seed in range(count):
-        import keras
-
-        keras.utils.set_random_seed(seed)
-        network = build_resnet(CLASSES, get_preset("seed"), class_names=names)
-        job = store.create("train", {"dataset": "bench", "width": 64, "levels": [4, 6, 3, 2]})
-        path = layout.model_path(settings, job.id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        network.save(path)
-        store.finish(job.id, JobState.SUCCEEDED, result={"model": job.id})
-        ids.append(job.id)
+        ids.append(register_model(settings, CLASSES, preset_architecture("writeup"), seed))
         time.sleep(0.01)  # distinct creation times: the newest is the last
-    store.engine.dispose()
     return ids
 
 
@@ -261,6 +211,7 @@ def in_process(settings: Any, model_id: str, images: list[bytes], rounds: int) -
 
     from app.batching import Predictor
     from core import layout
+    from model.config import INPUT_SHAPE
     from model.preprocessing import decode_image, preprocess
     from model.serving import decode_upload, load_model, top_k
 
@@ -268,11 +219,11 @@ def in_process(settings: Any, model_id: str, images: list[bytes], rounds: int) -
     network = loaded.network
     bare = tf.function(
         lambda x: network(x, training=False),
-        input_signature=[tf.TensorSpec([None, 64, 64, 3], tf.float32)],
+        input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32)],
     )
     inputs = [preprocess(decode_image(data)[None]) for data in images]
 
-    def serving(data: bytes) -> list[dict[str, Any]]:
+    def serving(data: bytes) -> list[Any]:
         pixels = decode_upload(data, settings.max_image_pixels)[None]
         return top_k(loaded.probabilities(pixels)[0], 5, loaded.class_names)
 
@@ -331,65 +282,6 @@ def in_process(settings: Any, model_id: str, images: list[bytes], rounds: int) -
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def server(kind: str, data_root: Path, log: Path, **env: str) -> Iterator[tuple[int, int]]:
-    """A uvicorn server process of ``kind`` (api or naive); yields (port, pid)."""
-    import httpx
-
-    port = _free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("TINYRES_")}
-    environment.update(
-        TINYRES_DATA_ROOT=str(data_root),
-        TINYRES_PORT=str(port),
-        PYTHONPATH=str(REPO),
-        TF_CPP_MIN_LOG_LEVEL="2",
-        CUDA_VISIBLE_DEVICES="",
-        **env,
-    )
-    if kind == "api":
-        command = [sys.executable, "-m", "app"]
-    else:
-        command = [sys.executable, "-m", "uvicorn", "--factory", "bench.predict_bench:naive_app"]
-        command += ["--port", str(port), "--log-level", "warning"]
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=environment,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{kind} server exited: {log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{kind} server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.3)
-        yield port, process.pid
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
-
-
 def run_load(
     port: int, images: Path, clients: int, requests: int, seconds: float, models: str = ""
 ) -> dict[str, Any]:
@@ -401,12 +293,6 @@ def run_load(
         command, cwd=REPO, capture_output=True, text=True, check=True, timeout=seconds + 120
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _rss_mb(pid: int) -> float:
-    import psutil
-
-    return float(psutil.Process(pid).memory_info().rss) / 2**20
 
 
 def _stats(port: int) -> dict[str, Any]:
@@ -434,7 +320,7 @@ def measure_api(
         "TINYRES_BATCH_TIMEOUT_MS": str(args.batch_timeout_ms),
         "TINYRES_MODEL_CACHE_SIZE": str(args.cache_size),
     }
-    with server("api", data_root, data_root / f"api-{name}.log", **env) as (port, pid):
+    with server(data_root, data_root / f"api-{name}.log", **env) as (port, pid):
         _warm(port, images, [ids[-1]])
         out["one"] = run_load(port, images, 1, args.latency_requests, args.seconds)
         run_load(port, images, args.clients, args.clients * 4, args.seconds)  # warm-up
@@ -460,10 +346,10 @@ def measure_memory(
     models = ",".join(cached)
     # Settle allocator pools at full batch sizes before the baseline.
     run_load(port, images, args.clients, 400, args.seconds, models)
-    full = _rss_mb(pid)
+    full = rss_mb(pid)
     seconds = max(args.seconds, args.requests / 20)
     result = run_load(port, images, args.clients, args.requests, seconds, models)
-    after = _rss_mb(pid)
+    after = rss_mb(pid)
     return {
         "cached": _stats(port)["cached_models"],
         "rss_full_mb": full,
@@ -476,16 +362,11 @@ def measure_memory(
 
 def measure_naive(args: argparse.Namespace, data_root: Path, images: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    with server("naive", data_root, data_root / "naive.log") as (port, _):
+    with server(data_root, data_root / "naive.log", "bench.predict_bench:naive_app") as (port, _):
         run_load(port, images, 1, 5, args.seconds)  # warm-up
         out["one"] = run_load(port, images, 1, args.latency_requests // 2, args.seconds)
         out["many"] = run_load(port, images, args.clients, args.throughput_requests, args.seconds)
     return out
-
-
-def _row(target: str, measured: str, ok: bool | None) -> str:
-    verdict = "" if ok is None else ("PASS" if ok else "FAIL")
-    return f"| {target} | {measured} | {verdict} |"
 
 
 def report(args: argparse.Namespace, local: dict[str, Any], runs: dict[str, Any]) -> str:
@@ -497,19 +378,18 @@ def report(args: argparse.Namespace, local: dict[str, Any], runs: dict[str, Any]
     stats = on["stats"]
     codes = {k: v["many"]["codes"] for k, v in (("on", on), ("off", off), ("naive", naive))}
     rows = [
-        "| target | measured | verdict |",
-        "| --- | --- | --- |",
-        _row(
+        *CHECK_HEADER,
+        check_row(
             "in-process: serving path / bare tf.function <= 1.5x",
             f"{local['serving_ms']:.2f} ms / {local['bare_ms']:.2f} ms = {ratio:.2f}x",
             ratio <= 1.5,
         ),
-        _row(
+        check_row(
             f"in-process: through the batcher ({args.batch_timeout_ms:g} ms window), info",
             f"{local['batcher_ms']:.2f} ms",
             None,
         ),
-        _row(
+        check_row(
             "in-process, no HTTP, 32 concurrent callers: batching on / off, info",
             f"{local['pipeline_on']:.1f} / {local['pipeline_off']:.1f} images/s = "
             f"{local['pipeline_on'] / local['pipeline_off']:.2f}x",
@@ -519,7 +399,7 @@ def report(args: argparse.Namespace, local: dict[str, Any], runs: dict[str, Any]
     for key, label in (("on", "batching on"), ("off", "batching off"), ("naive", "naive")):
         one = {"on": on, "off": off, "naive": naive}[key]["one"]
         rows.append(
-            _row(
+            check_row(
                 f"/predict, 1 client, {label}: p50 / p99",
                 f"{one['p50_ms']:.1f} / {one['p99_ms']:.1f} ms ({one['requests']} requests)",
                 None,
@@ -528,7 +408,7 @@ def report(args: argparse.Namespace, local: dict[str, Any], runs: dict[str, Any]
     for key, label in (("on", "batching on"), ("off", "batching off"), ("naive", "naive")):
         many = {"on": on, "off": off, "naive": naive}[key]["many"]
         rows.append(
-            _row(
+            check_row(
                 f"/predict, {args.clients} clients, {label}: throughput, p99",
                 f"{many['throughput']:.1f} req/s, p99 {many['p99_ms']:.1f} ms "
                 f"({many['requests']} requests, codes {codes[key]})",
@@ -536,24 +416,24 @@ def report(args: argparse.Namespace, local: dict[str, Any], runs: dict[str, Any]
             )
         )
     rows += [
-        _row(
+        check_row(
             "throughput: batching on >= 3x batching off",
             f"{tp['on'] / tp['off']:.2f}x (batches of {stats['mean_batch']:.1f} images on "
             f"average, at most {stats['max_batch']})",
             tp["on"] >= 3 * tp["off"],
         ),
-        _row(
+        check_row(
             "throughput: batching on >= 10x naive",
             f"{tp['on'] / tp['naive']:.2f}x",
             tp["on"] >= 10 * tp["naive"],
         ),
-        _row(
+        check_row(
             f"API RSS with the cache full ({len(memory['cached'])} models) <= "
             f"{args.rss_bound_mb} MB",
             f"{memory['rss_full_mb']:.0f} MB",
             memory["rss_full_mb"] <= args.rss_bound_mb,
         ),
-        _row(
+        check_row(
             f"RSS growth over {memory['requests']} requests < 5% (issue: 10,000; --requests)",
             f"{memory['rss_full_mb']:.0f} -> {memory['rss_after_mb']:.0f} MB "
             f"({memory['growth'] * 100:+.2f}%), codes {memory['codes']}",
@@ -574,9 +454,9 @@ def bench_main(args: argparse.Namespace) -> None:
     settings = Settings(data_root=root, batch_timeout_ms=args.batch_timeout_ms)
     try:
         images_dir = root / "bench-images"
-        images = _make_images(images_dir, 64)
-        print(f"# registering {args.cache_size + 1} seed-preset models under {root}", flush=True)
-        ids = _register_models(settings, args.cache_size + 1)
+        images = make_images(images_dir, 64)
+        print(f"# registering {args.cache_size + 1} writeup-preset models under {root}", flush=True)
+        ids = register_models(settings, args.cache_size + 1)
         print("# in-process latency", flush=True)
         local = in_process(settings, ids[-1], images, args.latency_requests)
         print("# API, batching on", flush=True)
@@ -622,11 +502,17 @@ def main(argv: list[str] | None = None) -> None:
     load.add_argument("--requests", type=int, default=100)
     load.add_argument("--seconds", type=float, default=30)
     load.add_argument("--models", default="", help="comma-separated model ids to cycle through")
+    parser.add_argument(
+        "--quick", action="store_true", help="proves it runs: few requests, short runs (noisy)"
+    )
     args = parser.parse_args(argv)
     if args.command == "load":
         load_main(args)
-    else:
-        bench_main(args)
+        return
+    if args.quick:
+        args.requests, args.latency_requests, args.throughput_requests = 200, 40, 300
+        args.seconds, args.cache_size = 5.0, 1
+    bench_main(args)
 
 
 if __name__ == "__main__":

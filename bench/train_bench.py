@@ -2,7 +2,7 @@
 
     python -m bench.train_bench [--images 3000] [--epochs 3] [--out bench/out/train_bench.md]
 
-On N realistic 64x64 JPEG crops of real photos (``tests.utils.datasets``, a class-per-folder
+On N realistic 64x64 JPEG crops of real photos (``tools.datasets``, a class-per-folder
 source sharded with ``worker.sharding.shard_dataset``), the same network (``build_resnet``,
 default width 16, levels [2, 2]) at the same batch size is trained twice, each in a fresh
 process, one after the other:
@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import os
 import platform
 import resource
@@ -56,11 +57,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.harness import Row, emit, logger, render_table, verdict
+from model.config import INPUT_SHAPE
+from tools.processes import REPO
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-REPO = Path(__file__).resolve().parents[1]
 DATASET = "bench"
-IMAGE_BYTES = 64 * 64 * 3
+IMAGE_BYTES = math.prod(INPUT_SHAPE)  # one decoded uint8 image
 TARGET_RATIO = 0.9
 OTHERS_CPU_WARNING = 0.15  # cores' worth of other processes' CPU time that taints a run
 
@@ -80,16 +84,6 @@ class Side:
     validation_seconds: list[float] = field(default_factory=list)  # per epoch (evaluate)
 
 
-@dataclass
-class Row:
-    figure: str
-    ours: str
-    baseline: str
-    ratio: str
-    target: str
-    result: str
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
@@ -101,12 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(table)
-    if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("a" if args.append else "w") as handle:
-            handle.write(table + "\n")
+    emit(table, args.out, append=args.append)
     return 0 if passed else 1
 
 
@@ -130,7 +119,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the workdir")
     parser.add_argument("--child", choices=("job", "baseline"), help=argparse.SUPPRESS)
     parser.add_argument("--child-config", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--quick", action="store_true", help="proves it runs: 600 images, 2 epochs (noisy)"
+    )
     args = parser.parse_args(argv)
+    if args.quick:
+        args.images, args.epochs, args.repeats = 600, 2, 1
     if args.epochs < 2:
         parser.error("--epochs must be at least 2: epoch 1 is warm-up")
     return args
@@ -140,10 +134,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, workdir: Path) -> tuple[str, bool]:
-    from app.schemas import TrainRequest
-    from tests.utils.datasets import make_photo_class_folders
+    from core.train_config import TrainConfig
+    from tools.datasets import make_photo_class_folders
     from worker.reader import count_held_out, holdout_threshold, shard_paths
-    from worker.sharding import load_manifest, shard_dataset, tf_compression
+    from worker.sharding import shard_dataset, tf_compression
 
     data_root = workdir / "data"
     source = workdir / "source"
@@ -154,12 +148,12 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, bool]:
     manifest = shard_dataset(source, dataset_dir, num_shards=args.shards, seed=0)
     shutil.rmtree(source, ignore_errors=True)
     files = shard_paths(str(dataset_dir), manifest, "train")
-    compression = tf_compression(load_manifest(dataset_dir)["compression"])
+    compression = tf_compression(manifest.compression)
     val_count = count_held_out(files, compression, holdout_threshold(0.1))
-    train_count = manifest["splits"]["train"]["count"] - val_count
+    train_count = manifest.splits["train"].count - val_count
 
     # The params exactly as the API would store them: the request's defaults, validated.
-    params = TrainRequest(
+    params = TrainConfig(
         dataset=DATASET,
         width=args.width,
         levels=args.levels,
@@ -213,7 +207,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, bool]:
             "(c) peak RSS: job process vs baseline process",
             f"{job.peak_rss / mib:,.0f} MiB",
             f"{base.peak_rss / mib:,.0f} MiB",
-            f"{job.peak_rss / base.peak_rss:.3f}x",
+            job.peak_rss / base.peak_rss,
             "report only",
             "-",
         ),
@@ -222,12 +216,12 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, bool]:
             f"({train_count + val_count:,} x 64x64x3 uint8)",
             f"{job.peak_rss / mib:,.0f} MiB",
             f"{decoded / mib:,.1f} MiB",
-            f"{job.peak_rss / decoded:.1f}x",
+            job.peak_rss / decoded,
             "report only",
             "-",
         ),
     ]
-    passed = all(row.result != "FAIL" for row in rows)
+    passed = not any(row.failed for row in rows)
     table = render(args, rows, train_count, val_count, job, base, jobs, baselines)
     return table, passed
 
@@ -249,15 +243,14 @@ def steady_rate(images: int, epoch_seconds: list[float]) -> float:
 
 def ratio_row(figure: str, ours: float, baseline: float, *, diagnostic: bool = False) -> Row:
     ratio = ours / baseline if baseline else 0.0
-    passed = ratio >= TARGET_RATIO
     return Row(
         figure,
         f"{ours:,.0f} img/s",
         f"{baseline:,.0f} img/s",
-        f"{ratio:.3f}x",
+        ratio,
         f"(>= {TARGET_RATIO}x)" if diagnostic else f">= {TARGET_RATIO}x",
         # A diagnostic row explains the others; it does not decide the exit status.
-        ("(pass)" if passed else "(fail)") if diagnostic else ("PASS" if passed else "FAIL"),
+        verdict(ratio >= TARGET_RATIO, diagnostic=diagnostic),
     )
 
 
@@ -341,34 +334,24 @@ def render(
 ) -> str:
     levels = ", ".join(str(n) for n in args.levels)
     train_cached = train_count * IMAGE_BYTES <= job.info.get("reader_cache_bytes", 0)
-    lines = [
-        f"### train_bench: {train_count:,} train + {val_count:,} validation photo crops "
+    title = (
+        f"train_bench: {train_count:,} train + {val_count:,} validation photo crops "
         f"(hold-out), {args.classes} classes, width {args.width}, levels [{levels}], "
-        f"batch {args.batch_size}, {args.epochs} epochs",
-        "",
-        f"Machine: {machine()}.",
-        "",
-        "| figure | job (a) | baseline (b) | ratio | target | result |",
-        "| --- | ---: | ---: | ---: | --- | --- |",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row.figure} | {row.ours} | {row.baseline} | {row.ratio} "
-            f"| {row.target} | {row.result} |"
-        )
-    lines += [
-        "",
-        f"- job epochs (history seconds, train + validation): {fmt_seconds(job.epoch_seconds)};"
+        f"batch {args.batch_size}, {args.epochs} epochs"
+    )
+    lines = [
+        f"machine: {machine()}; ours = the job (a), baseline = model.fit (b)",
+        f"job epochs (history seconds, train + validation): {fmt_seconds(job.epoch_seconds)};"
         f" checkpoint-to-checkpoint: {fmt_seconds(job.cycle_seconds)} (epochs 2..N); "
         f"{-(-train_count // args.batch_size)} steps/epoch, reader cache "
         f"{'on' if train_cached else 'off'}, replicas "
         f"{job.info.get('replicas', '?')}, job process {job.wall:.0f} s in all "
         "(imports, sanity check, export included)",
-        f"- baseline epochs (train + validation): {fmt_seconds(base.epoch_seconds)}; "
+        f"baseline epochs (train + validation): {fmt_seconds(base.epoch_seconds)}; "
         f"baseline process {base.wall:.0f} s in all",
-        f"- validation pass (model.evaluate inside fit) per epoch: job "
+        f"validation pass (model.evaluate inside fit) per epoch: job "
         f"{fmt_seconds(job.validation_seconds)}, baseline {fmt_seconds(base.validation_seconds)}",
-        f"- both sides validate on the same {val_count:,} held-out images every epoch; the "
+        f"both sides validate on the same {val_count:,} held-out images every epoch; the "
         "job also flips its train images at random (tf.data), the baseline does not",
     ]
     if len(jobs) > 1:
@@ -377,23 +360,23 @@ def render(
             f"{steady_rate(train_count, b.epoch_seconds):,.0f} img/s"
             for i, (j, b) in enumerate(zip(jobs, baselines, strict=True))
         )
-        lines.append(f"- best of {len(jobs)} alternating runs each ({per_run})")
+        lines.append(f"best of {len(jobs)} alternating runs each ({per_run})")
     sides = [s for pair in zip(jobs, baselines, strict=True) for s in pair]
     loads = ", ".join(f"{s.load[0]:.2f}->{s.load[1]:.2f}" for s in sides)
     others = ", ".join(f"{s.others_cpu:.2f}" for s in sides)
     pytest_seen = any(s.pytest_seen for s in sides)
     crowded = max(s.others_cpu for s in sides) > OTHERS_CPU_WARNING
     lines.append(
-        f"- machine share, job/baseline alternating: CPU cores used by other "
+        f"machine share, job/baseline alternating: CPU cores used by other "
         f"processes during each run {others}; load average (1 min) {loads}"
         + ("; a pytest run was seen" if pytest_seen else "; no pytest run seen")
     )
     if crowded or pytest_seen:
         lines.append(
-            "- WARNING: other work ran during the measurement: the figures are "
+            "WARNING: other work ran during the measurement: the figures are "
             "distorted; rerun on a quiet machine"
         )
-    return "\n".join(lines)
+    return render_table(title, rows, lines)
 
 
 def machine() -> str:
@@ -420,8 +403,7 @@ def fmt_seconds(values: list[float]) -> str:
     return "[" + ", ".join(f"{v:.2f}" for v in values) + "] s"
 
 
-def log(message: str) -> None:
-    print(f"[train_bench] {message}", file=sys.stderr, flush=True)
+log = logger("train_bench")
 
 
 # ------------------------------------------------------------------------------ the children
@@ -495,22 +477,23 @@ def baseline_child(config: dict[str, Any]) -> dict[str, Any]:
     import tensorflow as tf
 
     from core.config import Settings
-    from model.config import ArchitectureConfig
+    from core.manifest import load_manifest
+    from core.train_config import TrainConfig
     from model.preprocessing import decode_image, preprocess
     from model.resnet import build_resnet
     from worker.devices import configure_devices, use_xla
     from worker.reader import holdout_threshold, is_held_out, parse, records, shard_paths
-    from worker.sharding import load_manifest, tf_compression
+    from worker.sharding import tf_compression
 
     settings = Settings(data_root=Path(config["data_root"]))
-    params = config["params"]
-    keras.utils.set_random_seed(params["seed"])
+    params = TrainConfig.model_validate(config["params"])
+    keras.utils.set_random_seed(params.seed)
     strategy = configure_devices(settings)  # the job's precision policy and devices
-    folder = settings.resolved_data_root / "datasets" / params["dataset"]
+    folder = settings.resolved_data_root / "datasets" / params.dataset
     manifest = load_manifest(folder)
     threshold = holdout_threshold(0.1)
     records_ds = records(
-        shard_paths(str(folder), manifest, "train"), tf_compression(manifest["compression"])
+        shard_paths(str(folder), manifest, "train"), tf_compression(manifest.compression)
     )
     examples = (
         records_ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
@@ -535,14 +518,10 @@ def baseline_child(config: dict[str, Any]) -> dict[str, Any]:
     del x_u8, xv_u8, parts
 
     with strategy.scope():
-        model = build_resnet(
-            len(manifest["classes"]),
-            ArchitectureConfig(width=params["width"], levels=params["levels"]),
-            l2=params["l2"],
-        )
+        model = build_resnet(len(manifest.classes), params.architecture, l2=params.l2)
         model.compile(
             optimizer=keras.optimizers.SGD(
-                learning_rate=params["learning_rate"], momentum=params["momentum"]
+                learning_rate=params.learning_rate, momentum=params.momentum
             ),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
@@ -552,8 +531,8 @@ def baseline_child(config: dict[str, Any]) -> dict[str, Any]:
     model.fit(
         x,
         y,
-        batch_size=params["batch_size"],
-        epochs=params["epochs"],
+        batch_size=params.batch_size,
+        epochs=params.epochs,
         shuffle=True,
         validation_data=(xv, yv),
         callbacks=[timer],

@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     predict_batch_max_images: Annotated[int, Field(ge=1, le=1024)] = 64
     # TensorFlow op determinism and a reproducible input order: exact, slower.
     deterministic: bool = False
+    # Uploaded dataset archives (tus, app/uploads): size of one upload, and what the
+    # archive may hold once unpacked (zip bombs); partial uploads expire after this long.
+    max_upload_bytes_dataset: Annotated[int, Field(ge=1)] = 20 * 1000**3
+    max_archive_bytes: Annotated[int, Field(ge=1)] = 20 * 1000**3
+    max_archive_members: Annotated[int, Field(ge=1)] = 1_000_000
+    upload_expiry_hours: Annotated[float, Field(gt=0)] = 24.0
     # Training on a GPU: on by default, off on the CPU where they do not help.
     mixed_precision: bool | None = None
     xla: bool | None = None

@@ -9,6 +9,9 @@
     jobs/<job id>/model.keras          what POST /predict serves
     jobs/<job id>/classes.json         [{index, wnid, label}] of that model
     jobs/<job id>/export/              TensorFlow SavedModel (TF Serving)
+    sources/<name>[.zip|.tar|.tar.gz]  sources put there by hand (listed by GET /sources)
+    uploads/<name>.zip|.tar|.tar.gz    accepted tus uploads: sources too
+    uploads/.partial/                  unfinished uploads (removed after their expiry)
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import re
 from pathlib import Path
 
 from core.config import Settings
+from core.manifest import MANIFEST_FILE
 
 _CHECKPOINT_RE = re.compile(r"^epoch-(\d{4,})\.keras$")
 
@@ -30,11 +34,18 @@ def dataset_dir(settings: Settings, name: str) -> Path:
 
 
 def manifest_path(settings: Settings, name: str) -> Path:
-    return dataset_dir(settings, name) / "manifest.json"
+    return dataset_dir(settings, name) / MANIFEST_FILE
 
 
-def dataset_exists(settings: Settings, name: str) -> bool:
-    return manifest_path(settings, name).is_file()
+def uploads_root(settings: Settings) -> Path:
+    """The upload area: accepted uploads `uploads/<name>.<ext>` (sources), and below
+    `uploads/.partial/` the unfinished ones (app/uploads)."""
+    return settings.resolved_data_root / "uploads"
+
+
+def sources_root(settings: Settings) -> Path:
+    """Where datasets put on the server's disk by hand are listed from (GET /sources)."""
+    return settings.resolved_data_root / "sources"
 
 
 def job_dir(settings: Settings, job_id: str) -> Path:

@@ -12,7 +12,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.names import NAME_PATTERN
-from model.config import ArchitectureConfig
+from model.config import (
+    MAX_LEVELS,
+    MAX_WIDTH,
+    MIN_WIDTH,
+    WRITEUP_LEVELS,
+    WRITEUP_WIDTH,
+    ArchitectureConfig,
+)
 
 PresetName = Literal["writeup", "half"]
 
@@ -37,8 +44,12 @@ class TrainConfig(BaseModel):
         description="start from a named preset (writeup: the write-up's values; half: half "
         "width); fields given in the request override it",
     )
-    width: int = Field(default=64, ge=4, le=512, description="a multiple of 4")
-    levels: list[int] = Field(default_factory=lambda: [4, 6, 3, 2], min_length=1, max_length=6)
+    width: int = Field(
+        default=WRITEUP_WIDTH, ge=MIN_WIDTH, le=MAX_WIDTH, description="a multiple of 4"
+    )
+    levels: list[int] = Field(
+        default_factory=lambda: list(WRITEUP_LEVELS), min_length=1, max_length=MAX_LEVELS
+    )
     epochs: int = Field(default=72, ge=1, le=10_000, description="total epochs of the run")
     batch_size: int = Field(default=128, ge=1, le=4096)
     learning_rate: float = Field(default=0.01, gt=0, le=10)
@@ -53,8 +64,9 @@ class TrainConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _apply_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") in PRESETS:
-            return {**PRESETS[data["preset"]], **data}
+        name = data.get("preset") if isinstance(data, dict) else None
+        if isinstance(name, str) and name in PRESETS:
+            return {**PRESETS[name], **data}
         return data
 
     @model_validator(mode="after")
@@ -74,7 +86,24 @@ class TrainConfig(BaseModel):
     def architecture(self) -> ArchitectureConfig:
         return ArchitectureConfig(width=self.width, levels=self.levels)
 
+    def learning_rate_at(self, epoch: int) -> float:
+        """The write-up's staircase: lr0 * decay^floor(epoch / lr_decay_epoch), epoch 0-based.
+
+        A function of the epoch alone, so a resumed run continues the schedule exactly.
+        """
+        return self.learning_rate * self.lr_decay ** (epoch // self.lr_decay_epoch)
+
 
 def preset(name: PresetName, dataset: str, **overrides: Any) -> TrainConfig:
     """A named preset for ``dataset``, with ``overrides`` applied (tests, benches)."""
     return TrainConfig.model_validate({"dataset": dataset, "preset": name, **overrides})
+
+
+def preset_architecture(name: PresetName) -> ArchitectureConfig:
+    """The network of a named preset (benches and tests that build one without a job)."""
+    fields = TrainConfig.model_fields
+    values = {
+        key: PRESETS[name].get(key, fields[key].get_default(call_default_factory=True))
+        for key in ("width", "levels")
+    }
+    return ArchitectureConfig(**values)

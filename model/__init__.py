@@ -11,35 +11,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from model.config import IMAGE_SIZE, INPUT_SHAPE, PRESETS, ArchitectureConfig, get_preset
+from model.config import IMAGE_SIZE, INPUT_SHAPE, ArchitectureConfig
 
 if TYPE_CHECKING:
+    from model.blocks import Bottleneck, Downsample, ResnetBasic, SpecialBottleneck, Tail
     from model.preprocessing import augment, decode_image, preprocess, resize_to_input
-    from model.resnet import (
-        Bottleneck,
-        Downsample,
-        Resnet,
-        ResnetBasic,
-        SpecialBottleneck,
-        Tail,
-        build_resnet,
-    )
+    from model.resnet import Resnet, build_resnet
 
 # Public name -> submodule that defines it; these submodules import TensorFlow.
 _LAZY = {
     **dict.fromkeys(["augment", "decode_image", "preprocess", "resize_to_input"], "preprocessing"),
     **dict.fromkeys(
-        [
-            "Bottleneck",
-            "Downsample",
-            "Resnet",
-            "ResnetBasic",
-            "SpecialBottleneck",
-            "Tail",
-            "build_resnet",
-        ],
-        "resnet",
+        ["Bottleneck", "Downsample", "ResnetBasic", "SpecialBottleneck", "Tail"], "blocks"
     ),
+    **dict.fromkeys(["Resnet", "build_resnet"], "resnet"),
 }
 
 
@@ -58,7 +43,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "IMAGE_SIZE",
     "INPUT_SHAPE",
-    "PRESETS",
     "ArchitectureConfig",
     "Bottleneck",
     "Downsample",
@@ -69,7 +53,6 @@ __all__ = [
     "augment",
     "build_resnet",
     "decode_image",
-    "get_preset",
     "preprocess",
     "resize_to_input",
 ]

@@ -15,6 +15,11 @@ IMAGE_SIZE = 64
 INPUT_SHAPE = (IMAGE_SIZE, IMAGE_SIZE, 3)
 """Shape of one input image, channels last."""
 
+# The write-up's network: CIFAR's levels [4, 6, 3] plus a fourth level of 2, width 64.
+# The named presets (``writeup``, ``half``) live in ``core.train_config``.
+WRITEUP_WIDTH = 64
+WRITEUP_LEVELS = (4, 6, 3, 2)
+
 MIN_WIDTH = 4
 MAX_WIDTH = 512
 MAX_LEVELS = 6
@@ -32,11 +37,10 @@ class ArchitectureConfig(BaseModel):
             6 levels (32x32 after the tail, 1x1 after six halvings).
     """
 
-    # Frozen so that the shared PRESETS cannot be changed by attribute assignment.
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    width: int = 64
-    levels: list[int] = [4, 6, 3, 2]
+    width: int = WRITEUP_WIDTH
+    levels: list[int] = list(WRITEUP_LEVELS)
 
     @field_validator("width")
     @classmethod
@@ -61,28 +65,3 @@ class ArchitectureConfig(BaseModel):
                 f"Received: levels={levels}"
             )
         return levels
-
-
-PRESETS: dict[str, ArchitectureConfig] = {
-    # The write-up's network: CIFAR levels [4, 6, 3] plus a fourth level of 2.
-    "seed": ArchitectureConfig(width=64, levels=[4, 6, 3, 2]),
-    # The write-up's half-width variant.
-    "half": ArchitectureConfig(width=32, levels=[4, 6, 3, 2]),
-}
-
-
-def get_preset(name: str) -> ArchitectureConfig:
-    """Returns a private copy of a named preset.
-
-    Args:
-        name: A key of ``PRESETS``.
-
-    Raises:
-        ValueError: If ``name`` is not a preset.
-    """
-    if name not in PRESETS:
-        raise ValueError(
-            f"Unknown preset; expected one of {sorted(PRESETS)}. Received: name={name!r}"
-        )
-    # Deep copy: the models are frozen, but their ``levels`` lists are not.
-    return PRESETS[name].model_copy(deep=True)

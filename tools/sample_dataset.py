@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tests.utils.datasets import make_digits_tiny_imagenet
+from tools.datasets import make_digits_tiny_imagenet
 
 
 def main() -> None:

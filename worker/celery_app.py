@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from celery import Celery
+from typing import Any
+
+from celery import Celery, signals
 from kombu import Queue
 
 from core.config import Settings, settings
-
-DATASETS_QUEUE = "datasets"
-TRAINING_QUEUE = "training"
-
-SHARD_TASK = "tinyres.shard"
-SHARD_PART_TASK = "tinyres.shard_part"
-TRAIN_TASK = "tinyres.train"
+from core.tasks import DATASETS_QUEUE, SHARD_PART_TASK, SHARD_TASK, TRAIN_TASK, TRAINING_QUEUE
 
 
 def configure(app: Celery, config: Settings) -> None:
     """Point `app` at the broker named by `config` (or the embedded SQLite one)."""
     if config.broker_is_embedded:
-        config.resolved_data_root.mkdir(parents=True, exist_ok=True)
         # kombu's SQLAlchemy transport hands these options to create_engine().
         transport_options: dict[str, object] = {"connect_args": {"timeout": 30}}
     else:
@@ -61,6 +56,13 @@ def create_celery(config: Settings, *, include_tasks: bool = True) -> Celery:
     app = Celery("tinyres", include=["worker.tasks"] if include_tasks else [])
     configure(app, config)
     return app
+
+
+@signals.celeryd_init.connect
+def _make_data_root(**_: Any) -> None:
+    """A worker makes the data root when it starts (the embedded broker's file lives there);
+    importing this module creates nothing."""
+    settings.resolved_data_root.mkdir(parents=True, exist_ok=True)
 
 
 celery_app = create_celery(settings)

@@ -15,9 +15,10 @@ from os import PathLike, fspath
 import numpy as np
 import tensorflow as tf
 
+from core.manifest import load_manifest
 from model.preprocessing import preprocess
 from worker.reader import decoded, shard_paths
-from worker.sharding import load_manifest, tf_compression
+from worker.sharding.records import tf_compression
 
 MAX_PREVIEW_IMAGES = 64
 
@@ -36,11 +37,11 @@ def render_preview(dataset_dir: str | PathLike[str], count: int = 16) -> bytes:
     files = shard_paths(folder, manifest, "train")
     images: list[tf.Tensor] = []
     labels: list[int] = []
-    for image, label in decoded(files, tf_compression(manifest["compression"])).take(count):
+    for image, label in decoded(files, tf_compression(manifest.compression)).take(count):
         images.append(image)
         labels.append(int(label))
     shown = display_range(preprocess(tf.stack(images)).numpy()) if images else np.zeros([0])
-    names = [manifest["classes"][label]["label"] for label in labels]
+    names = [manifest.classes[label].label for label in labels]
     return _grid_png(shown, names)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from core.config import Settings
 from core.jobs import Job, JobState, JobStore, LeaseLost
+from worker.joblog import attach_job_log, detach_job_log
 
 log = logging.getLogger(__name__)
 
@@ -84,12 +85,6 @@ def request_shutdown() -> None:
 
 def shutdown_requested() -> bool:
     return _SHUTDOWN_FLAG[0] == 1 or _local_shutdown.is_set()
-
-
-def reset_shutdown() -> None:
-    """Forget a shutdown request (for tests that run jobs in this process)."""
-    _SHUTDOWN_FLAG[0] = 0
-    _local_shutdown.clear()
 
 
 @contextmanager
@@ -273,6 +268,7 @@ def run_job(
         log.info("job %s not run here: %s", job_id, claim.reason)
         return None
     assert claim.job is not None
+    job_log = attach_job_log(settings.resolved_data_root, job_id)  # the job's own log file
     ctx = JobContext(store, claim.job, settings, owner)
     heartbeat = Heartbeat(ctx, interval=max(settings.lease_seconds / 4, 0.5))
     heartbeat.beat()
@@ -298,6 +294,7 @@ def run_job(
         return store.finish(job_id, JobState.FAILED, error=describe_error(exc))
     finally:
         heartbeat.stop()
+        detach_job_log(job_log)
     if not finish:
         return None
     return store.finish(job_id, JobState.SUCCEEDED, result=result)

@@ -1,24 +1,26 @@
 """A shard job on Celery: plan once, one task per shard, the last one writes the manifest.
 
-The shard work itself is `worker.sharding` (plain functions); this module ties it to the
-job store: progress (images written over images total, summed over the parts), the shared
-lease the parts renew, cancellation, and the job's outcome. Each part's progress is kept
-per part (`job_units`), so a part that is redelivered and starts over never counts twice.
-This module imports TensorFlow (through worker.sharding): tasks import it lazily.
+The shard work itself is `worker.sharding` (plain functions, which `shard_dataset` also
+runs in one process); this module ties it to the job store: progress (images written
+over images total, summed over the shards), the shared lease the shard tasks renew,
+cancellation, and the job's outcome. Each shard's progress is kept per shard (its number
+is its position in `Plan.all_shards`), so a shard that is redelivered and starts over
+never counts twice. This module imports TensorFlow (through worker.sharding): tasks
+import it lazily.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
 from collections.abc import Callable
 
-import tensorflow as tf
-
 from core import layout
 from core.config import Settings
 from core.jobs import FINISHED_STATES, JobState, JobStore
+from core.manifest import dataset_finished, load_manifest
 from core.names import resolve_under
 from worker import sharding
 from worker.runner import (
@@ -40,13 +42,13 @@ CANCEL_POLL_SECONDS = 1.0
 
 
 def plan_job(ctx: JobContext) -> list[tuple[str, int]]:
-    """Plan the job's shards; return the parts still to write (all, on a first run)."""
+    """Plan the job's shards; return the shards still to write (all, on a first run)."""
     params = ctx.job.params
     settings = ctx.settings
     dataset_dir = layout.dataset_dir(settings, params["dataset"])
-    if params.get("overwrite") and ctx.job.attempts == 1 and sharding.dataset_exists(dataset_dir):
+    if params.get("overwrite") and ctx.job.attempts == 1 and dataset_finished(dataset_dir):
         # The client asked to replace it: the old shards go when the new job starts.
-        tf.io.gfile.rmtree(str(dataset_dir))
+        shutil.rmtree(dataset_dir)
     source = resolve_under(settings.resolved_data_root, params["source"])
     try:
         plan = sharding.plan(
@@ -59,23 +61,23 @@ def plan_job(ctx: JobContext) -> list[tuple[str, int]]:
         )
     except (SourceError, sharding.DatasetExistsError) as exc:
         raise JobFailed(str(exc)) from exc
-    finished = {unit for unit, _, _, done in ctx.store.shard_progress(ctx.job_id) if done}
-    # A part a live writer holds is being written (its worker only looked dead because no
-    # part renewed the job's lease for a while): sending it again would only duplicate it.
+    finished = {number for number, _, _, done in ctx.store.shard_progress(ctx.job_id) if done}
+    # A shard a live writer holds is being written (its worker only looked dead because no
+    # shard renewed the job's lease for a while): sending it again would only duplicate it.
     busy = ctx.store.claimed_shards(ctx.job_id)
     todo = []
-    for unit, (split, index) in enumerate(plan.parts()):
-        if unit in busy:
+    for number, (split, index) in enumerate(plan.all_shards()):
+        if number in busy:
             continue
-        if unit not in finished:
+        if number not in finished:
             total = len(plan.records(split, index))
-            ctx.store.set_shard_progress(ctx.job_id, unit, 0, total, False)
+            ctx.store.set_shard_progress(ctx.job_id, number, 0, total, False)
             todo.append((split, index))
     _report_progress(ctx.store, ctx.job_id)
     return todo
 
 
-def write_part(
+def write_job_shard(
     store: JobStore,
     settings: Settings,
     job_id: str,
@@ -86,12 +88,12 @@ def write_part(
 ) -> None:
     """Write one shard of a running shard job; finalize the job if it was the last.
 
-    Each part has a lease of its own in the job store, so it has one writer at a time: a
-    part delivered again while it is being written, or after it was written (the broker
-    delivers at least once), writes nothing. A part stopped by a worker shutdown is sent
+    Each shard has a lease of its own in the job store, so it has one writer at a time: a
+    shard delivered again while it is being written, or after it was written (the broker
+    delivers at least once), writes nothing. A shard stopped by a worker shutdown is sent
     again with `requeue`.
     """
-    what = f"shard job {job_id}: part {split}/{index}"
+    what = f"shard job {job_id}: shard {split}/{index}"
     if shutdown_requested():
         call_requeue(requeue, what)
         return
@@ -103,54 +105,54 @@ def write_part(
         return
     dataset_dir = layout.dataset_dir(settings, job.params["dataset"])
     plan = sharding.load_plan(dataset_dir)
-    unit = plan.parts().index((split, index))
+    number = plan.shard_number(split, index)
     total = len(plan.records(split, index))
     owner = f"{worker_identity()}:{uuid.uuid4().hex[:8]}"
-    holder = store.claim_shard(job_id, unit, owner, settings.lease_seconds)
+    holder = store.claim_shard(job_id, number, owner, settings.lease_seconds)
     if holder is not None:
         log.info("%s: being written by %s, nothing to do", what, holder)
         return
-    store.touch(job_id, SHARD_PARTS_OWNER, settings.lease_seconds)  # outlives the part's
-    if any(u == unit and finished for u, _, _, finished in store.shard_progress(job_id)):
-        store.release_shard(job_id, unit, owner)
+    store.touch(job_id, SHARD_PARTS_OWNER, settings.lease_seconds)  # outlives the shard's
+    if any(n == number and finished for n, _, _, finished in store.shard_progress(job_id)):
+        store.release_shard(job_id, number, owner)
         log.info("%s: already written, nothing to do", what)
         if _report_progress(store, job_id):
             finalize_job(store, settings, job_id)
         return
     log.info("%s: writing %s", what, plan.shard_file(split, index))
-    watch = _PartWatch(store, settings, job_id, unit, owner)
+    watch = _ShardWatch(store, settings, job_id, number, owner)
     try:
         with job_running():
-            info = sharding.write_shard(
+            written = sharding.write_shard(
                 plan, split, index, on_progress=watch.progress, should_stop=watch.should_stop
             )
     except sharding.ShardingStopped:
-        store.release_shard(job_id, unit, owner)
-        if watch.unit_lost:
+        store.release_shard(job_id, number, owner)
+        if watch.shard_lost:
             log.warning("%s: its lease went to another writer; stopped", what)
         elif store.get(job_id).cancel_requested:
             _cancel(store, settings, job_id)
         elif shutdown_requested():  # its temporary file is gone; the next worker redoes it
-            store.set_shard_progress(job_id, unit, 0, total, False)
+            store.set_shard_progress(job_id, number, 0, total, False)
             _report_progress(store, job_id)
             log.warning("%s: worker shutting down; handed back", what)
             call_requeue(requeue, what)
             after_handback()
         return
     except Exception as exc:
-        log.exception("shard job %s: part %s/%d failed", job_id, split, index)
-        store.release_shard(job_id, unit, owner)
+        log.exception("shard job %s: shard %s/%d failed", job_id, split, index)
+        store.release_shard(job_id, number, owner)
         store.finish(job_id, JobState.FAILED, error=describe_error(exc))
         return
-    store.set_shard_progress(job_id, unit, total, total, True)
-    store.release_shard(job_id, unit, owner)
-    log.info("shard job %s: wrote %s (%d records)", job_id, info["file"], info["records"])
+    store.set_shard_progress(job_id, number, total, total, True)
+    store.release_shard(job_id, number, owner)
+    log.info("shard job %s: wrote %s (%d records)", job_id, written.file, written.records)
     if _report_progress(store, job_id):
         finalize_job(store, settings, job_id)
 
 
 def finalize_job(store: JobStore, settings: Settings, job_id: str) -> None:
-    """Write the manifest (idempotent: several last parts may race here) and finish."""
+    """Write the manifest (idempotent: several last shards may race here) and finish."""
     job = store.get(job_id)
     if job.state in FINISHED_STATES:
         return
@@ -158,34 +160,34 @@ def finalize_job(store: JobStore, settings: Settings, job_id: str) -> None:
     try:
         plan = sharding.load_plan(dataset_dir)
         manifest = sharding.finalize(plan)
-    except sharding.DatasetNotFoundError:
-        if not sharding.dataset_exists(dataset_dir):
+    except sharding.PlanNotFoundError:
+        if not dataset_finished(dataset_dir):
             raise
-        manifest = sharding.load_manifest(dataset_dir)  # another part finalized it
+        manifest = load_manifest(dataset_dir)  # another shard finalized it
     except SourceError as exc:
         store.finish(job_id, JobState.FAILED, error=str(exc))
         return
-    splits = manifest["splits"]
+    splits = manifest.splits
     store.finish(
         job_id,
         JobState.SUCCEEDED,
         result={
-            "dataset": manifest["name"],
-            "classes": len(manifest["classes"]),
-            "counts": {name: split["count"] for name, split in splits.items()},
-            "shards": {name: len(split["shards"]) for name, split in splits.items()},
-            "bytes": manifest["bytes"],
-            "skipped": manifest["skipped_total"],
+            "dataset": manifest.name,
+            "classes": len(manifest.classes),
+            "counts": {name: split.count for name, split in splits.items()},
+            "shards": {name: len(split.shards) for name, split in splits.items()},
+            "bytes": manifest.bytes,
+            "skipped": manifest.skipped_total,
         },
     )
 
 
 def _report_progress(store: JobStore, job_id: str) -> bool:
-    """Write images written / images total into the job; return whether all parts are done."""
-    units = store.shard_progress(job_id)
-    done = sum(u[1] for u in units)
-    total = sum(u[2] for u in units)
-    finished = sum(1 for u in units if u[3])
+    """Write images written / images total into the job; return whether all shards are done."""
+    shards = store.shard_progress(job_id)
+    done = sum(s[1] for s in shards)
+    total = sum(s[2] for s in shards)
+    finished = sum(1 for s in shards if s[3])
     store.update_job(
         job_id,
         progress={
@@ -193,10 +195,10 @@ def _report_progress(store: JobStore, job_id: str) -> bool:
             "images_written": done,
             "images_total": total,
             "shards_written": finished,
-            "shards_total": len(units),
+            "shards_total": len(shards),
         },
     )
-    return bool(units) and finished == len(units)
+    return bool(shards) and finished == len(shards)
 
 
 def _cancel(store: JobStore, settings: Settings, job_id: str) -> None:
@@ -206,20 +208,20 @@ def _cancel(store: JobStore, settings: Settings, job_id: str) -> None:
         sharding.cleanup_temp(layout.dataset_dir(settings, job.params["dataset"]))
 
 
-class _PartWatch:
-    """Per-part progress, the shared lease, and the cancel check, rate-limited."""
+class _ShardWatch:
+    """Per-shard progress, the shared lease, and the cancel check, rate-limited."""
 
     def __init__(
-        self, store: JobStore, settings: Settings, job_id: str, unit: int, owner: str
+        self, store: JobStore, settings: Settings, job_id: str, number: int, owner: str
     ) -> None:
-        self.store, self.settings, self.job_id, self.unit = store, settings, job_id, unit
+        self.store, self.settings, self.job_id, self.number = store, settings, job_id, number
         self.owner = owner
         self.last_check = 0.0
         self.stop = False
-        self.unit_lost = False
+        self.shard_lost = False
 
     def progress(self, done: int, total: int) -> None:
-        self.store.set_shard_progress(self.job_id, self.unit, done, total, False)
+        self.store.set_shard_progress(self.job_id, self.number, done, total, False)
         _report_progress(self.store, self.job_id)
 
     def should_stop(self) -> bool:
@@ -229,12 +231,13 @@ class _PartWatch:
         if now - self.last_check >= CANCEL_POLL_SECONDS:
             self.last_check = now
             lease = self.settings.lease_seconds
-            # The part's lease first, the job's second: a part's lease never outlives the
-            # job's, so a job whose lease expired has no part that still looks alive.
-            self.unit_lost = not self.store.renew_shard(self.job_id, self.unit, self.owner, lease)
+            # The shard's lease first, the job's second: a shard's lease never outlives the
+            # job's, so a job whose lease expired has no shard that still looks alive.
+            lost = not self.store.renew_shard(self.job_id, self.number, self.owner, lease)
+            self.shard_lost = lost
             job = self.store.touch(self.job_id, SHARD_PARTS_OWNER, lease)
-            self.stop = job.cancel_requested or job.state in FINISHED_STATES or self.unit_lost
+            self.stop = job.cancel_requested or job.state in FINISHED_STATES or lost
         return self.stop
 
 
-__all__ = ["finalize_job", "plan_job", "write_part"]
+__all__ = ["finalize_job", "plan_job", "write_job_shard"]

@@ -10,10 +10,11 @@ Three layouts are understood, found at the source's top or under a single top fo
   and is ignored.
 * A plain class-per-folder tree: ``<class>/*.(jpg|jpeg|png|bmp|gif|webp)``, classes sorted by
   folder name, wnid = label = folder name, a train split only.
-* The ``.zip`` of either, read in place: members are read one at a time, never extracted.
+* The ``.zip``, ``.tar`` or ``.tar.gz`` of either, read in place: members are read one at a
+  time, never extracted (a ``.tar.gz`` is decompressed once to a temporary ``.tar``).
 
 Scanning only lists files; whether a file really is an image is decided when it is
-written (``worker.sharding``), so one bad file never fails a scan.
+written (``worker.sharding``, ``core.images``), so one bad file never fails a scan.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.archives import ArchiveError, TarMembers, is_tar_path
+from core.manifest import ClassEntry
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
 TINY_IMAGENET = "tiny-imagenet"
@@ -33,13 +37,6 @@ CLASS_FOLDERS = "class-folders"
 
 class SourceError(ValueError):
     """A source that cannot be used, with a message meant for the user."""
-
-
-@dataclass(frozen=True)
-class ClassInfo:
-    index: int
-    wnid: str
-    label: str
 
 
 @dataclass(frozen=True)
@@ -69,14 +66,29 @@ class SourceFiles:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.is_zip = self.path.is_file()
+        self.is_tar = self.path.is_file() and is_tar_path(self.path)
+        self.is_zip = self.path.is_file() and not self.is_tar
         self._zip: zipfile.ZipFile | None = None
         self._zip_pid: int | None = None
+        self._tar: TarMembers | None = None
+        self._tar_pid: int | None = None
 
     def read(self, key: str) -> bytes:
+        if self.is_tar:
+            return self.tar_members().read(key)
         if not self.is_zip:
             return (self.path / key).read_bytes()
         return self._archive().read(key)
+
+    def tar_members(self) -> TarMembers:
+        """The tar's members (a .tar.gz is decompressed once per process, on first use)."""
+        if self._tar is None or self._tar_pid != os.getpid():
+            try:
+                self._tar = TarMembers(self.path)
+            except ArchiveError as exc:
+                raise SourceError(str(exc)) from exc
+            self._tar_pid = os.getpid()
+        return self._tar
 
     def _archive(self) -> zipfile.ZipFile:
         if self._zip is None or self._zip_pid != os.getpid():
@@ -88,6 +100,9 @@ class SourceFiles:
         if self._zip is not None and self._zip_pid == os.getpid():
             self._zip.close()
         self._zip = None
+        if self._tar is not None and self._tar_pid == os.getpid():
+            self._tar.close()
+        self._tar = None
 
     def __enter__(self) -> SourceFiles:
         return self
@@ -103,7 +118,7 @@ class Source:
     path: Path
     layout: str
     root: str  # folder of the layout inside the source ("" or a top folder), posix
-    classes: list[ClassInfo]
+    classes: list[ClassEntry]
     splits: dict[str, list[Item]]
     files: SourceFiles = field(repr=False)
 
@@ -136,7 +151,10 @@ def scan_source(path: Path) -> Source:
         raise SourceError(f"source not found: {path.name}")
     files = SourceFiles(path)
     try:
-        names = _zip_names(path, files) if files.is_zip else _folder_names(path)
+        if files.is_tar:
+            names = [n for n in files.tar_members().names() if not n.startswith("__MACOSX/")]
+        else:
+            names = _zip_names(path, files) if files.is_zip else _folder_names(path)
         tree = _Tree(names, files)
         root, layout = _find_layout(tree)
         if layout == TINY_IMAGENET:
@@ -263,7 +281,7 @@ def _read_lines(tree: _Tree, name: str) -> list[str]:
     return [line.strip() for line in tree.read_text(name).splitlines() if line.strip()]
 
 
-def _scan_tiny_imagenet(tree: _Tree, root: str) -> tuple[list[ClassInfo], dict[str, list[Item]]]:
+def _scan_tiny_imagenet(tree: _Tree, root: str) -> tuple[list[ClassEntry], dict[str, list[Item]]]:
     wnids = list(dict.fromkeys(_read_lines(tree, _join(root, "wnids.txt"))))
     if not wnids:
         raise SourceError("wnids.txt is empty: a Tiny ImageNet source needs its list of classes")
@@ -271,7 +289,10 @@ def _scan_tiny_imagenet(tree: _Tree, root: str) -> tuple[list[ClassInfo], dict[s
     for line in _read_lines(tree, _join(root, "words.txt")):
         wnid, _, label = line.partition("\t")
         labels.setdefault(wnid.strip(), label.strip())
-    classes = [ClassInfo(index, wnid, labels.get(wnid) or wnid) for index, wnid in enumerate(wnids)]
+    classes = [
+        ClassEntry(index=index, wnid=wnid, label=labels.get(wnid) or wnid)
+        for index, wnid in enumerate(wnids)
+    ]
     index_of = {info.wnid: info.index for info in classes}
     splits = {"train": _tiny_train_items(tree, root, index_of)}
     val = _tiny_val_items(tree, root, index_of)
@@ -307,16 +328,16 @@ def _tiny_val_items(tree: _Tree, root: str, index_of: dict[str, int]) -> list[It
     return items
 
 
-def _scan_class_folders(tree: _Tree, root: str) -> tuple[list[ClassInfo], dict[str, list[Item]]]:
+def _scan_class_folders(tree: _Tree, root: str) -> tuple[list[ClassEntry], dict[str, list[Item]]]:
     folders, _ = tree.children(root)
-    classes: list[ClassInfo] = []
+    classes: list[ClassEntry] = []
     items: list[Item] = []
     for folder in sorted(folders):
         _, files = tree.children(_join(root, folder))
         images = sorted(name for name in files if is_image_name(name))
         if not images:
             continue
-        info = ClassInfo(len(classes), folder, folder)
+        info = ClassEntry(index=len(classes), wnid=folder, label=folder)
         classes.append(info)
         for name in images:
             key = _join(root, folder, name)

@@ -16,7 +16,8 @@ from celery.signals import worker_process_init, worker_ready, worker_shutting_do
 
 from core.config import settings
 from core.jobs import FINISHED_STATES, JobStore
-from worker.celery_app import SHARD_PART_TASK, SHARD_TASK, TRAIN_TASK, celery_app
+from core.tasks import SHARD_PART_TASK, SHARD_TASK, TRAIN_TASK
+from worker.celery_app import celery_app
 from worker.runner import (
     SHARD_PARTS_OWNER,
     HandBack,
@@ -93,34 +94,34 @@ def shard_task(job_id: str) -> None:
 
 
 @celery_app.task(name=SHARD_PART_TASK)
-def shard_part_task(job_id: str, split: str, index: int) -> None:
+def write_shard_task(job_id: str, split: str, index: int) -> None:
     # Renew the job's shared lease at once: a fresh pool child takes seconds to import
     # TensorFlow, and meanwhile the job must not look abandoned to the orphan sweeper.
     get_store().touch(job_id, SHARD_PARTS_OWNER, settings.lease_seconds)
-    from worker.shard_job import write_part
+    from worker.shard_job import write_job_shard
 
-    write_part(
+    write_job_shard(
         get_store(),
         settings,
         job_id,
         split,
         index,
-        requeue=lambda: shard_part_task.apply_async(args=[job_id, split, index]),
+        requeue=lambda: write_shard_task.apply_async(args=[job_id, split, index]),
     )
 
 
 def _plan_and_fan_out(ctx: JobContext) -> None:
     from worker.shard_job import plan_job
 
-    parts = plan_job(ctx)
-    if parts:
+    shards = plan_job(ctx)
+    if shards:
         try:
             group(
-                shard_part_task.si(ctx.job_id, split, index) for split, index in parts
+                write_shard_task.si(ctx.job_id, split, index) for split, index in shards
             ).apply_async()
         except Exception as exc:  # the broker went away: not the job's fault
-            raise HandBack(f"could not send its parts ({describe_error(exc)})") from exc
-        # From here on the parts hold the job's lease together, renewing it as they work.
+            raise HandBack(f"could not send its shard tasks ({describe_error(exc)})") from exc
+        # From here on the shard tasks hold the job's lease together, renewing it as they work.
         ctx.store.touch(ctx.job_id, SHARD_PARTS_OWNER, ctx.settings.lease_seconds)
     else:  # every shard was already written by an earlier attempt
         from worker.shard_job import finalize_job
@@ -163,4 +164,4 @@ def _start_orphan_sweeper(**_: Any) -> None:
     threading.Thread(target=sweep, name="orphan-sweeper", daemon=True).start()
 
 
-__all__ = ["recover_orphans", "shard_part_task", "shard_task", "train_task"]
+__all__ = ["recover_orphans", "shard_task", "train_task", "write_shard_task"]

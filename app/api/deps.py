@@ -16,21 +16,21 @@ from core.jobs import JobStore
 API_KEY_HEADER = "X-API-Key"
 
 
-def get_settings(request: Request) -> Settings:
+def app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> JobStore:
+def app_job_store(request: Request) -> JobStore:
     return request.app.state.store
 
 
-def get_celery(request: Request) -> Celery:
+def app_celery(request: Request) -> Celery:
     return request.app.state.celery
 
 
-CeleryDep = Annotated[Celery, Depends(get_celery)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[JobStore, Depends(get_store)]
+CeleryDep = Annotated[Celery, Depends(app_celery)]
+SettingsDep = Annotated[Settings, Depends(app_settings)]
+StoreDep = Annotated[JobStore, Depends(app_job_store)]
 
 # Declared as an OpenAPI security scheme on the mutating routes, so /docs has an
 # "Authorize" button and clients know which header to send.

@@ -130,3 +130,49 @@ def client_for() -> ClientFactory:
                 yield client
 
     return factory
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A folder next to the data root, with things worth stealing."""
+    from tests.app.hostile import manifest_json
+
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "secret.txt").write_text("secret")
+    (folder / "manifest.json").write_text(manifest_json("stolen"))
+    (folder / "images").mkdir()
+    (folder / "images" / "a.jpg").write_bytes(random_image(0))
+    return folder
+
+
+@pytest.fixture
+def trapped_root(data_root: Path, outside: Path) -> Path:
+    """The data root, with symlinks out of it where a client could name them."""
+    from tests.app.hostile import manifest_json
+
+    (data_root / "sources" / "real").mkdir(parents=True)
+    (data_root / "link").symlink_to(outside)
+    (data_root / "sources" / "images-link").symlink_to(outside / "images")
+    (data_root / "loop").symlink_to("loop")
+    datasets = data_root / "datasets"
+    datasets.mkdir()
+    (datasets / "evil").symlink_to(outside)  # a dataset folder that is really elsewhere
+    (datasets / "sneaky").mkdir()  # a real folder whose manifest is a symlink out
+    (datasets / "sneaky" / "manifest.json").symlink_to(outside / "manifest.json")
+    (datasets / "good").mkdir()
+    (datasets / "good" / "manifest.json").write_text(manifest_json("good"))
+    (datasets / "bad.name").mkdir()  # a folder no client could have named
+    (datasets / "bad.name" / "manifest.json").write_text(manifest_json("bad.name"))
+    (datasets / "broken").mkdir()
+    (datasets / "broken" / "manifest.json").write_text("{not json")
+    return data_root
+
+
+@pytest.fixture
+def upload_settings(data_root: Path, model_file: Path) -> Settings:
+    from tests.app.hostile import LIMIT
+
+    settings = Settings(data_root=data_root, max_upload_bytes=LIMIT, max_image_pixels=4096 * 4096)
+    register_model(settings, model_file)
+    return settings

@@ -10,7 +10,6 @@ import httpx
 import numpy as np
 import pytest
 
-from app.batching import Predictor, PredictorClosed
 from core.config import Settings
 from tests.app.conftest import (
     CLASSES,
@@ -335,25 +334,3 @@ def test_real_server(data_root: Path, model_file: Path, tmp_path: Path) -> None:
         assert http.post("/predict", files=_image(b"GIF89a nope")).status_code == 400
         stats = http.get("/predict/stats").json()
         assert stats["images"] == 1 and stats["cached_models"] == [model_id]
-
-
-class _Zeros:
-    """A stand-in classifier for batcher-only tests."""
-
-    id = "zeros"
-
-    def probabilities(self, pixels: np.ndarray) -> np.ndarray:
-        return np.zeros((len(pixels), 2), np.float32)
-
-
-async def test_shutdown_answers_waiting_requests() -> None:
-    predictor = Predictor(batching=True, timeout_ms=1000, queue_size=4)
-    waiting = asyncio.create_task(predictor.predict(_Zeros(), np.zeros((1, 64, 64, 3), np.uint8)))
-    await asyncio.sleep(0.05)
-    assert predictor.waiting == 1
-    await predictor.close()
-    with pytest.raises(PredictorClosed):
-        await waiting
-    with pytest.raises(PredictorClosed):
-        await predictor.predict(_Zeros(), np.zeros((1, 64, 64, 3), np.uint8))
-    assert predictor.waiting == 0

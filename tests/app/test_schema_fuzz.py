@@ -58,6 +58,32 @@ CONFIG = schemathesis.Config.from_dict(
         "auth": {"openapi": {"ApiKey": {"api_key": API_KEY}}},
         "operations": [
             {
+                # Event and log streams are read until they end (a finished job, a ping
+                # timeout): a few examples each keep the module fast.
+                "include-path-regex": "^/(events|jobs/\\{job_id\\}/(events|logs))$",
+                "generation": {"max-examples": 3},
+            },
+            {
+                # tus: a header's schema cannot say "exactly 1.0.0" (412), "within the
+                # size limit" (413), the body's content type (415) or an offset (409).
+                "include-path-regex": "^/uploads",
+                "checks": {
+                    "positive_data_acceptance": {
+                        "expected-statuses": [
+                            "2xx",
+                            "400",
+                            "401",
+                            "404",
+                            "409",
+                            "412",
+                            "413",
+                            "415",
+                            "422",
+                        ]
+                    }
+                },
+            },
+            {
                 # What JSON Schema cannot say: the source must exist, the dataset must have
                 # been sharded, resume_from must be a train job with a checkpoint (422).
                 "include-path-regex": "^/jobs/(shard|train)$",

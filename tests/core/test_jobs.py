@@ -113,3 +113,20 @@ def test_records_survive_a_new_store_on_the_same_database(store_url: str, store:
     reopened.create_schema()
     assert reopened.get(job.id).params == {"dataset": "kept"}
     reopened.engine.dispose()
+
+
+def test_counts_by_kind_and_state_and_running_leases(store: JobStore) -> None:
+    assert store.count_by_kind_state() == {} and store.running_leases() == []
+    queued = store.create("shard", {})
+    running = store.create("train", {})
+    store.create("train", {})
+    assert store.claim(running.id, "w1", lease_seconds=30, max_attempts=3).granted
+    assert store.count_by_kind_state() == {
+        ("shard", "queued"): 1,
+        ("train", "queued"): 1,
+        ("train", "running"): 1,
+    }
+    [lease] = store.running_leases()
+    assert (lease.job_id, lease.kind) == (running.id, "train") and lease.expires is not None
+    store.request_cancel(queued.id)
+    assert store.count_by_kind_state()[("shard", "cancelled")] == 1

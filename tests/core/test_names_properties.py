@@ -16,8 +16,9 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from app.schemas import ShardRequest, TrainRequest
+from app.schemas import ShardRequest
 from core.names import NAME_PATTERN, UnsafePathError, is_valid_name, is_within, resolve_under
+from core.train_config import TrainConfig
 
 # The contract, written out again (not imported), so a change to NAME_PATTERN shows here.
 CONTRACT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
@@ -100,7 +101,7 @@ def test_valid_names_match_the_contract_and_round_trip(clean_root: Path, name: s
     assert quote(name, safe="") == name
     # The request models take it, unchanged.
     assert ShardRequest(source="s", dataset=name).dataset == name
-    assert TrainRequest(dataset=name, resume_from=name, initial_epoch=0).resume_from == name
+    assert TrainConfig(dataset=name, resume_from=name, initial_epoch=0).resume_from == name
     # As a path: exactly one component under the root, with that name.
     path = resolve_under(clean_root, name)
     assert path == clean_root.resolve() / name

@@ -1,4 +1,4 @@
-"""Tests of model.serving: finding, loading and caching models, decoding uploads, top k."""
+"""Tests of model.serving: loading and caching models, decoding uploads, top k."""
 
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from core import layout
-from core.config import Settings
-from core.jobs import JobState, JobStore
+from core.manifest import ClassEntry
 from model import ArchitectureConfig, build_resnet
 from model.preprocessing import decode_image, preprocess, resize_to_input
 from model.serving import (
@@ -24,16 +22,13 @@ from model.serving import (
     LoadedModel,
     ModelBroken,
     ModelCache,
-    ModelNotFound,
-    NoModelYet,
     decode_upload,
-    find_model,
-    get_model,
     load_model,
     top_k,
 )
 
 NAMES = [{"index": i, "wnid": f"n{i:08d}", "label": f"label {i}"} for i in range(5)]
+CLASSES = [ClassEntry.model_validate(entry) for entry in NAMES]
 
 
 def _encode(pixels: np.ndarray, fmt: str, mode: str | None = None) -> bytes:
@@ -72,7 +67,7 @@ def test_loaded_model_matches_the_network_called_directly(loaded: LoadedModel, s
     assert got.dtype == np.float32 and got.shape == (3, 5)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-5)
-    assert loaded.class_names == NAMES and loaded.num_classes == 5
+    assert loaded.class_names == CLASSES and loaded.num_classes == 5
 
 
 def test_serving_function_is_traced_once_for_any_batch_size(loaded: LoadedModel) -> None:
@@ -85,8 +80,8 @@ def test_model_saved_without_class_names_gets_numbered_ones(tmp_path: Path) -> N
     path = tmp_path / "plain.keras"
     build_resnet(2, ArchitectureConfig(width=8, levels=[1])).save(path)
     assert load_model("plain", path).class_names == [
-        {"index": 0, "wnid": "0", "label": "0"},
-        {"index": 1, "wnid": "1", "label": "1"},
+        ClassEntry(index=0, wnid="0", label="0"),
+        ClassEntry(index=1, wnid="1", label="1"),
     ]
 
 
@@ -99,16 +94,11 @@ def test_broken_model_file_raises_model_broken(tmp_path: Path) -> None:
 
 def test_top_k_sorts_and_labels() -> None:
     probabilities = np.array([0.1, 0.4, 0.05, 0.4, 0.05], np.float32)
-    best = top_k(probabilities, 3, NAMES)
-    assert [p["class_index"] for p in best] == [1, 3, 0]  # ties keep class order
-    assert best[0] == {
-        "class_index": 1,
-        "wnid": "n00000001",
-        "label": "label 1",
-        "probability": pytest.approx(0.4),
-    }
-    assert all(type(p["probability"]) is float for p in best)
-    assert len(top_k(probabilities, 99, NAMES)) == 5
+    best = top_k(probabilities, 3, CLASSES)
+    assert [entry.index for entry, _ in best] == [1, 3, 0]  # ties keep class order
+    assert best[0] == (ClassEntry(index=1, wnid="n00000001", label="label 1"), pytest.approx(0.4))
+    assert all(type(probability) is float for _, probability in best)
+    assert len(top_k(probabilities, 99, CLASSES)) == 5
 
 
 class _CountingLoader:
@@ -154,47 +144,6 @@ def test_cache_loads_once_for_concurrent_callers_and_retries_failures() -> None:
         with pytest.raises(ModelBroken):
             cache.get("bad", Path("bad"))
     assert loader.calls == ["a", "bad", "bad"] and cache.ids() == ["a"]
-
-
-def _register(store: JobStore, settings: Settings, source: Path | None) -> str:
-    job = store.create("train", {"dataset": "d", "width": 8, "levels": [1, 1], "epochs": 1})
-    if source is not None:
-        path = layout.model_path(settings, job.id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(source.read_bytes())
-    store.finish(job.id, JobState.SUCCEEDED, result={})
-    return job.id
-
-
-@pytest.fixture
-def sqlite_store(settings: Settings) -> JobStore:
-    store = JobStore(settings.effective_database_url)
-    store.create_schema()
-    return store
-
-
-def test_find_model_default_and_errors(
-    settings: Settings, sqlite_store: JobStore, saved: Path
-) -> None:
-    store = sqlite_store
-    with pytest.raises(NoModelYet):
-        find_model(store, settings, None)
-    older = _register(store, settings, saved)
-    assert find_model(store, settings, None) == (older, layout.model_path(settings, older))
-    newer = _register(store, settings, saved)
-    assert find_model(store, settings, None)[0] == newer
-    assert find_model(store, settings, older)[0] == older
-    no_file = _register(store, settings, None)  # newest, but its file is gone
-    assert find_model(store, settings, None)[0] == newer
-    queued = store.create("train", {"dataset": "d"}).id
-    shard = store.create("shard", {"dataset": "d"}).id
-    store.finish(shard, JobState.SUCCEEDED)
-    for bad in ("missing", no_file, queued, shard):
-        with pytest.raises(ModelNotFound):
-            find_model(store, settings, bad)
-    cache = ModelCache(1)
-    assert get_model(cache, store, settings, None).id == newer
-    store.engine.dispose()
 
 
 def test_decode_upload_gives_the_training_pixels() -> None:

@@ -7,14 +7,12 @@ initialises, which in the test process has long happened.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.utils.datasets import make_digits_tiny_imagenet
-from tests.utils.services import REPO, service_env
+from tests.worker.fresh_process import run_script
 from worker import sharding
 
 pytestmark = pytest.mark.slow
@@ -55,17 +53,7 @@ def test_training_mirrors_over_two_devices(data_root: Path) -> None:
         "l2": 0.01,
         "seed": 0,
     }
-    run = subprocess.run(
-        [sys.executable, "-c", SCRIPT, json.dumps(params)],
-        cwd=REPO,
-        env=service_env(data_root),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    lines = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
-    assert lines, run.stdout[-3000:] + run.stderr[-3000:]
-    job = json.loads(lines[0].removeprefix("RESULT "))
-    assert job["state"] == "succeeded", (job["error"], run.stderr[-4000:])
+    job = json.loads(run_script(SCRIPT, data_root, json.dumps(params)))
+    assert job["state"] == "succeeded", job["error"]
     assert job["result"]["replicas"] == 2  # the global batch of 8 split over two replicas
     assert [entry["epoch"] for entry in job["history"]] == [1, 2]

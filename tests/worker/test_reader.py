@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from core.manifest import DatasetNotFoundError
 from model.preprocessing import decode_image, preprocess
-from tests.utils.datasets import make_class_folders, make_digits_tiny_imagenet
+from tools.datasets import make_class_folders, make_digits_tiny_imagenet
 from worker.preview import render_preview
 from worker.reader import HOLDOUT_BUCKETS, Datasets, make_datasets
-from worker.sharding import DatasetNotFoundError, shard_dataset
+from worker.sharding import shard_dataset
 
 CLASSES, TRAIN_PER_CLASS, VAL_PER_CLASS = 10, 20, 5
 BIG = 1 << 30
@@ -77,14 +79,15 @@ def assert_same_images(a: np.ndarray, b: np.ndarray) -> None:
 def test_batches_are_standardized_float32_with_every_label(tiny: Path) -> None:
     data = make_datasets(tiny, 32, cache_bytes=BIG, seed=1)
     assert isinstance(data, Datasets)
-    assert [c["label"] for c in data.classes][:2] == ["digit zero", "digit one"]
+    assert [c.label for c in data.classes][:2] == ["digit zero", "digit one"]
     assert (data.train_count, data.val_count) == (
         CLASSES * TRAIN_PER_CLASS,
         CLASSES * VAL_PER_CLASS,
     )
     assert (data.steps_per_epoch, data.val_steps) == (math.ceil(200 / 32), math.ceil(50 / 32))
     assert data.train_cached and data.val_cached and not data.val_from_holdout
-    for dataset, count, steps in ((data.train, 200, data.steps_per_epoch), (data.val, 50, 2)):
+    train = data.train_epochs(0, 1)
+    for dataset, count, steps in ((train, 200, data.steps_per_epoch), (data.val, 50, 2)):
         assert dataset.element_spec[0].dtype == tf.float32
         assert dataset.element_spec[1].dtype == tf.int32
         assert dataset.element_spec[0].shape.as_list() == [None, 64, 64, 3]
@@ -110,8 +113,8 @@ def test_val_images_are_the_source_images_preprocessed(tiny: Path, sources) -> N
 def test_plain_ops_give_the_same_images_as_xla(tiny: Path) -> None:
     fused = make_datasets(tiny, 64, cache_bytes=0, augment_train=False)
     plain = make_datasets(tiny, 64, cache_bytes=0, augment_train=False, jit_compile=False)
-    for split in ("train", "val"):
-        assert_same_images(collect(getattr(fused, split))[0], collect(getattr(plain, split))[0])
+    assert_same_images(collect(fused.train_epochs(0, 1))[0], collect(plain.train_epochs(0, 1))[0])
+    assert_same_images(collect(fused.val)[0], collect(plain.val)[0])
 
 
 def test_cache_on_and_off_give_the_same_images(tiny: Path) -> None:
@@ -121,13 +124,16 @@ def test_cache_on_and_off_give_the_same_images(tiny: Path) -> None:
     # Exactly the train split fits: cached; the val split has no budget left.
     exact = make_datasets(tiny, 64, cache_bytes=200 * 64 * 64 * 3, augment_train=False)
     assert exact.train_cached and not exact.val_cached
-    for split in ("train", "val"):
-        a_images, a_labels, _ = collect(getattr(cached, split))
-        b_images, b_labels, _ = collect(getattr(streamed, split))
+    for a, b in (
+        (cached.train_epochs(0, 1), streamed.train_epochs(0, 1)),
+        (cached.val, streamed.val),
+    ):
+        a_images, a_labels, _ = collect(a)
+        b_images, b_labels, _ = collect(b)
         assert_same_images(a_images, b_images)
         assert sorted(a_labels.tolist()) == sorted(b_labels.tolist())
-    # A cached train pipeline reshuffles on its second pass, from the cache.
-    first, second = collect(cached.train), collect(cached.train)
+    # A cached train pipeline reshuffles every epoch, from the cache.
+    first, second = collect(cached.train_epochs(0, 1)), collect(cached.train_epochs(1, 2))
     assert_same_images(first[0], second[0])
     assert first[1].tolist() != second[1].tolist()
 
@@ -136,7 +142,7 @@ def test_deterministic_pipelines_repeat_exactly(tiny: Path) -> None:
     runs = []
     for _ in range(2):
         data = make_datasets(tiny, 50, cache_bytes=0, seed=5, deterministic=True)
-        runs.append([collect(data.train) for _ in range(2)])  # two epochs
+        runs.append([collect(data.train_epochs(e, e + 1)) for e in range(2)])  # two epochs
     (a1, a2), (b1, b2) = runs
     for a, b in ((a1, b1), (a2, b2)):
         np.testing.assert_array_equal(a[0], b[0])  # flips included
@@ -156,7 +162,7 @@ def test_holdout_is_deterministic_and_disjoint_from_train(folders: Path, sources
     assert first.val_from_holdout
     assert first.val_count == len(held_out_names(sources["folders"], 0.3))
     assert 10 < first.val_count < 50 and first.train_count == total - first.val_count
-    train_images, train_labels, _ = collect(first.train)
+    train_images, train_labels, _ = collect(first.train_epochs(0, 1))
     val_images, val_labels, _ = collect(first.val)
     assert len(train_images) == first.train_count and len(val_images) == first.val_count
     assert set(train_labels.tolist()) == set(val_labels.tolist()) == {0, 1, 2, 3}
@@ -201,3 +207,17 @@ def test_each_epoch_depends_on_its_number_only(tiny: Path, cache_bytes: int) -> 
     second = np.concatenate([labels for _, labels in straight[steps : 2 * steps]])
     assert sorted(first.tolist()) == sorted(second.tolist())  # every image once per epoch
     assert first.tolist() != second.tolist()  # in a new order
+
+
+@pytest.mark.parametrize("cache_bytes", [0, BIG])
+def test_ten_thousand_epochs_build_a_constant_size_graph(tiny: Path, cache_bytes: int) -> None:
+    """Epochs are mapped from a range, not chained: the graph does not grow with them."""
+    data = make_datasets(tiny, 64, cache_bytes=cache_bytes, seed=3)
+    start = time.monotonic()
+    many = data.train_epochs(0, 10_000)
+    assert time.monotonic() - start < 10
+    # The serialized dataset graph: what tf.data builds and optimizes for an iterator.
+    one_size = len(data.train_epochs(0, 1)._as_serialized_graph().numpy())
+    assert abs(len(many._as_serialized_graph().numpy()) - one_size) < 100
+    images, labels = next(iter(many))
+    assert images.shape[1:] == (64, 64, 3) and labels.shape[0] == images.shape[0]

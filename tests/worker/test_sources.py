@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils.datasets import (
+from tools.datasets import (
     add_bad_files,
     fake_wnid,
     make_class_folders,
@@ -173,3 +173,23 @@ def test_empty_zip_raises(tmp_path: Path) -> None:
     archive = zip_dir(tmp_path / "src", tmp_path / "empty.zip")
     with pytest.raises(SourceError, match="unknown source layout"):
         scan_source(archive)
+
+
+@pytest.mark.parametrize(("suffix", "mode"), [(".tar", "w"), (".tar.gz", "w:gz")])
+def test_tar_sources_read_like_the_folder(
+    tiny: Path, tmp_path: Path, suffix: str, mode: str
+) -> None:
+    """An uploaded tar (made with `tar -C dir .`, so names start with ./) is a source."""
+    import tarfile
+
+    archive = tmp_path / f"tiny{suffix}"
+    with tarfile.open(archive, mode) as tar:
+        tar.add(tiny, arcname=".")
+    with scan_source(tiny) as folder, scan_source(archive) as packed:
+        assert packed.layout == folder.layout == TINY_IMAGENET
+        assert packed.classes == folder.classes
+        assert {s: len(i) for s, i in packed.splits.items()} == {
+            s: len(i) for s, i in folder.splits.items()
+        }
+        item = packed.splits["val"][0]
+        assert packed.read(item) == (tiny / item.key).read_bytes()

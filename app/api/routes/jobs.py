@@ -16,10 +16,11 @@ from app.api.deps import (
     SettingsDep,
     StoreDep,
 )
-from app.schemas import ErrorBody, JobList, ShardRequest, TrainRequest
+from app.schemas import ErrorBody, JobList, ShardRequest
 from app.submission import submit_shard, submit_train
 from core.jobs import Job, JobKind, JobNotFound, JobState, JobStore
 from core.names import is_valid_name
+from core.train_config import TrainConfig
 
 router = APIRouter(
     prefix="/jobs", tags=["jobs"], dependencies=[Reading], responses=READ_UNAUTHORIZED
@@ -62,7 +63,7 @@ async def create_shard_job(
 
 @router.post("/train", status_code=202, dependencies=[Mutating], responses=_SUBMIT_ERRORS)
 async def create_train_job(
-    body: TrainRequest,
+    body: TrainConfig,
     response: Response,
     store: StoreDep,
     settings: SettingsDep,
@@ -81,7 +82,9 @@ async def list_jobs(
     state: Annotated[JobState | None, Query()] = None,
 ) -> JobList:
     """All jobs, newest first."""
-    jobs = await run_in_threadpool(store.list, kind, state.value if state is not None else None)
+    jobs = await run_in_threadpool(
+        store.list_jobs, kind, state.value if state is not None else None
+    )
     return JobList(jobs=jobs)
 
 

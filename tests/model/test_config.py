@@ -9,16 +9,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from model.config import PRESETS, ArchitectureConfig, get_preset
+from model.config import WRITEUP_LEVELS, WRITEUP_WIDTH, ArchitectureConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_defaults_are_the_seed_network() -> None:
-    assert ArchitectureConfig() == PRESETS["seed"]
-    assert PRESETS["seed"].width == 64
-    assert PRESETS["half"].width == 32
-    assert PRESETS["half"].levels == [4, 6, 3, 2]
+def test_defaults_are_the_writeup_network() -> None:
+    assert ArchitectureConfig() == ArchitectureConfig(width=64, levels=[4, 6, 3, 2])
+    assert (WRITEUP_WIDTH, WRITEUP_LEVELS) == (64, (4, 6, 3, 2))
 
 
 @pytest.mark.parametrize(
@@ -49,12 +47,10 @@ def test_json_round_trip() -> None:
     assert ArchitectureConfig.model_validate_json(arch.model_dump_json()) == arch
 
 
-def test_get_preset_returns_a_private_copy() -> None:
-    arch = get_preset("seed")
+def test_defaults_are_not_shared() -> None:
+    arch = ArchitectureConfig()
     arch.levels.append(1)
-    assert PRESETS["seed"].levels == [4, 6, 3, 2]
-    with pytest.raises(ValueError, match="Received: name='huge'"):
-        get_preset("huge")
+    assert ArchitectureConfig().levels == [4, 6, 3, 2]
 
 
 def test_config_does_not_import_tensorflow() -> None:

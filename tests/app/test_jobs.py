@@ -11,7 +11,10 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from core.config import Settings
 from core.jobs import JobState, JobStore
+from tests.app.hostile import reads_of, running
 from tests.utils.datasets import make_digits_tiny_imagenet
+
+pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture
@@ -26,24 +29,6 @@ def source(data_root: Path) -> str:
         data_root / "sources" / "digits", classes=3, train_per_class=4, val_per_class=1
     )
     return "sources/digits"
-
-
-def test_health_and_ready(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
-    ready = client.get("/readyz")
-    assert ready.status_code == 200, ready.text
-    assert ready.json()["checks"] == {"job_store": "ok", "broker": "ok"}
-
-
-def test_ready_is_503_when_the_broker_does_not_answer(data_root: Path) -> None:
-    dead = Settings(data_root=data_root, broker_url="redis://127.0.0.1:1/0")
-    with TestClient(create_app(dead)) as client:
-        assert client.get("/healthz").status_code == 200
-        ready = client.get("/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["checks"]["broker"].startswith("unavailable")
-        submitted = client.post("/jobs/shard", json={"source": ".", "dataset": "d"})
-        assert submitted.status_code in (422, 503)
 
 
 def test_submit_shard_job(client: TestClient, source: str) -> None:
@@ -168,3 +153,68 @@ def test_openapi_documents_the_contract(client: TestClient) -> None:
     ):
         assert path in paths
     assert client.get("/docs").status_code == 200
+
+
+# --- hostile sources and names -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "../outside",
+        "/etc",
+        "/etc/passwd",
+        "link",
+        "link/images",
+        "sources/images-link",
+        "sources/../../outside",
+        "sources/real/../../../outside",
+        "./../outside",
+        "a\x00b",
+        "sources\\..\\..\\outside",
+        "%2e%2e%2foutside",
+        "..%2foutside",
+        "%2e%2e/outside",
+        "loop",
+        "loop/x",
+        "x" * 300,
+        "a/" * 600,
+        "\u2025/outside",
+        "~/",
+    ],
+)
+async def test_shard_sources_outside_the_root_are_422(
+    trapped_root: Path, outside: Path, source: str
+) -> None:
+    settings = Settings(data_root=trapped_root)
+    async with running(settings) as (_, client):
+        with reads_of(outside) as reads:
+            answer = await client.post("/jobs/shard", json={"source": source, "dataset": "d"})
+            jobs = await client.get("/jobs")
+    assert answer.status_code == 422, answer.text
+    assert jobs.json() == {"jobs": []}
+    assert reads == []
+
+
+async def test_absolute_source_naming_the_outside_folder_is_422(
+    trapped_root: Path, outside: Path
+) -> None:
+    settings = Settings(data_root=trapped_root)
+    async with running(settings) as (_, client):
+        answers = [
+            await client.post("/jobs/shard", json={"source": source, "dataset": "d"})
+            for source in (str(outside), str(outside / "images"), f"{trapped_root}/link")
+        ]
+    assert [a.status_code for a in answers] == [422] * 3
+
+
+@pytest.mark.parametrize(
+    "name", ["../x", "..", ".", "/abs", "a/b", "a\x00", "x" * 65, "é", "a\n", "-x", "%2e%2e"]
+)
+async def test_bad_names_in_bodies_are_422(trapped_root: Path, name: str) -> None:
+    settings = Settings(data_root=trapped_root)
+    async with running(settings) as (_, client):
+        shard = await client.post("/jobs/shard", json={"source": "sources/real", "dataset": name})
+        train = await client.post("/jobs/train", json={"dataset": name})
+        resume = await client.post("/jobs/train", json={"dataset": "good", "resume_from": name})
+    assert [shard.status_code, train.status_code, resume.status_code] == [422] * 3
