@@ -92,6 +92,14 @@ async def tus_options(settings: SettingsDep) -> Response:
     return Response(status_code=204, headers=headers)
 
 
+@router.options(
+    "/{upload_id}", status_code=204, dependencies=[Reading], responses=READ_UNAUTHORIZED
+)
+async def tus_options_upload(upload_id: str, settings: SettingsDep) -> Response:
+    """The same answer as `OPTIONS /uploads` (tus clients may ask the upload's URL)."""
+    return await tus_options(settings)
+
+
 @router.post(
     "",
     status_code=201,
@@ -151,11 +159,13 @@ async def append_upload(
     request: Request,
     settings: SettingsDep,
     upload_offset: Annotated[str | None, Header(description="where this body starts")] = None,
-    content_type: Annotated[str | None, Header()] = None,
-    content_length: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """Append the body at `Upload-Offset`. The request that brings the last byte runs the
-    archive checks: `422` with the reason if refused (the upload is then removed)."""
+    """Append the body at `Upload-Offset` (`Content-Type: application/offset+octet-stream`).
+    The request that brings the last byte runs the archive checks: `422` with the reason if
+    refused (the upload is then removed)."""
+    # Transport headers, read as they are rather than documented as parameters.
+    content_type = request.headers.get("content-type")
+    content_length = request.headers.get("content-length")
     if (content_type or "").split(";")[0].strip().lower() != OFFSET_CONTENT_TYPE:
         raise WrongContentType(f"Content-Type must be {OFFSET_CONTENT_TYPE}")
     offset = parse_int_header("Upload-Offset", upload_offset)
