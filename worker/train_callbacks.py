@@ -18,6 +18,9 @@ from core.train_config import TrainConfig
 from worker.checkpoints import save_checkpoint
 from worker.runner import JobContext, JobFailed
 
+# Train steps left out of the step-time mean: the first steps of a run trace and compile.
+WARMUP_STEPS = 3
+
 
 class JobProgress(keras.callbacks.Callback):
     """Writes progress and metrics every few seconds, one history entry per epoch, and
@@ -40,6 +43,13 @@ class JobProgress(keras.callbacks.Callback):
         self.epoch = 0
         self.epoch_started = time.monotonic()
         self.seconds_per_step: float | None = None
+        # Honest ETA: the mean of measured train steps after warm-up (the first steps of a
+        # run trace and compile), plus the measured validation time of each epoch left.
+        self.steps_seen = 0
+        self.timed_seconds = 0.0
+        self.timed_steps = 0
+        self.last_batch_end: float | None = None
+        self.val_seconds = 0.0
         # Stopped before the end of an epoch (cancel, lease lost, worker shutdown): that
         # epoch is incomplete, so it gets no history entry and no checkpoint.
         self.interrupted = False
@@ -47,7 +57,16 @@ class JobProgress(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.epoch = epoch
         self.epoch_started = time.monotonic()
+        self.last_batch_end = None  # the gap since the last epoch is no train step
         self._write(step=0, logs=None)
+
+    def _time_step(self, now: float) -> None:
+        self.steps_seen += 1
+        if self.last_batch_end is not None and self.steps_seen > WARMUP_STEPS:
+            self.timed_seconds += now - self.last_batch_end
+            self.timed_steps += 1
+            self.seconds_per_step = self.timed_seconds / self.timed_steps
+        self.last_batch_end = now
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.ctx.should_stop():
@@ -55,9 +74,14 @@ class JobProgress(keras.callbacks.Callback):
             self.interrupted = batch + 1 < self.steps
             return
         now = time.monotonic()
+        self._time_step(now)
         if now - self.last_write >= self.interval:
-            self.seconds_per_step = (now - self.epoch_started) / (batch + 1)
             self._write(step=batch + 1, logs=logs)
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        # Validation after the first epoch (whose validation traces too) is what is left.
+        if self.epoch > 0 and self.last_batch_end is not None:
+            self.val_seconds = time.monotonic() - self.last_batch_end
 
     def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self.interrupted:  # Keras validates even a stopped epoch: skip that
@@ -70,7 +94,6 @@ class JobProgress(keras.callbacks.Callback):
         if not math.isfinite(metrics.get("loss", 0.0)):
             raise JobFailed(f"the loss became {metrics.get('loss')} in epoch {epoch + 1}")
         seconds = time.monotonic() - self.epoch_started
-        self.seconds_per_step = seconds / max(self.steps, 1)
         entry = {
             "epoch": epoch + 1,
             **metrics,
@@ -87,9 +110,15 @@ class JobProgress(keras.callbacks.Callback):
         epochs = self.config.epochs
         done_steps = self.epoch * self.steps + step
         fraction = min(done_steps / max(epochs * self.steps, 1), 1.0)
-        eta = None
-        if self.seconds_per_step is not None:
-            eta = round(self.seconds_per_step * (epochs * self.steps - done_steps), 1)
+        eta = images_per_second = None
+        if self.seconds_per_step is not None:  # unknown until steps were measured
+            epochs_left = epochs - self.epoch
+            eta = round(
+                self.seconds_per_step * (epochs * self.steps - done_steps)
+                + self.val_seconds * epochs_left,
+                1,
+            )
+            images_per_second = round(self.config.batch_size / self.seconds_per_step, 1)
         fields: dict[str, Any] = {
             "progress": {
                 "fraction": round(fraction, 6),
@@ -98,6 +127,7 @@ class JobProgress(keras.callbacks.Callback):
                 "step": step,
                 "steps": self.steps,
                 "eta_seconds": eta,
+                "images_per_second": images_per_second,
             }
         }
         if logs:

@@ -132,6 +132,15 @@ def test_progress_moves_within_an_epoch_and_cancel_stops_it(
     assert snapshot.progress["epochs"] == 50 and snapshot.progress["steps"] == 100
     assert 0 < snapshot.progress["fraction"] < 0.1
     assert snapshot.progress["eta_seconds"] is not None and snapshot.progress["eta_seconds"] > 0
+    # The ETA comes from measured steps (after warm-up): the steps left at the measured speed,
+    # plus validation.
+    speed = snapshot.progress["images_per_second"]
+    assert speed > 0
+    progress = snapshot.progress
+    left = progress["epochs"] * progress["steps"] - (
+        (progress["epoch"] - 1) * progress["steps"] + progress["step"]
+    )
+    assert progress["eta_seconds"] >= 0.95 * left * 4 / speed
     assert "loss" in snapshot.metrics
 
     asked = time.monotonic()
