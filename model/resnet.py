@@ -89,7 +89,9 @@ class Resnet(keras.Model):
             kernel_regularizer=keras.regularizers.L2(self.l2),
             use_bias=True,
             name="dense",
-            dtype=policy,
+            # The logits (and the softmax and loss after them) stay in float32 under
+            # mixed precision: bf16's 8-bit mantissa is too coarse for them.
+            dtype="float32",
         )
 
     def _chain(self) -> list[keras.layers.Layer]:

@@ -142,7 +142,8 @@ def test_dtype_policy_reaches_nested_layers() -> None:
     model.build((None, *INPUT_SHAPE))
     conv = model.blocks[0].residual_blocks[1].conv
     assert (conv.compute_dtype, conv.variable_dtype) == ("float16", "float32")
-    assert model(random_images(1), training=False).dtype == tf.float16
+    # The head stays in float32 (issue 10): logits and softmax are never half precision.
+    assert model(random_images(1), training=False).dtype == tf.float32
 
 
 def _learnable_batch(count: int, classes: int, seed: int = 0) -> tuple[tf.Tensor, np.ndarray]:
@@ -201,3 +202,15 @@ def test_keras_file_carries_the_class_names(tmp_path: Path) -> None:
     assert loaded.class_names == names
     with pytest.raises(ValueError, match="one entry per class"):
         build_resnet(2, ArchitectureConfig(width=8, levels=[1]), class_names=names)
+
+
+def test_the_head_computes_in_float32_under_mixed_precision() -> None:
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        network = Resnet(3, width=8, levels=[1])
+        logits = network(np.zeros((2, 64, 64, 3), "float32"))
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert network.tail.compute_dtype == "bfloat16"
+    assert network.dense.compute_dtype == "float32"
+    assert keras.backend.standardize_dtype(logits.dtype) == "float32"
