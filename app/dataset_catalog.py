@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from pydantic import BaseModel
 
 from core import layout
 from core.config import Settings
+from core.jobs import JobState, JobStore
 from core.manifest import ClassEntry, Manifest, SplitInfo
 from core.names import is_valid_name, is_within
 
@@ -17,6 +19,10 @@ log = logging.getLogger(__name__)
 
 class DatasetNotFound(LookupError):
     """No readable dataset of that name inside the data root."""
+
+
+class DatasetInUse(RuntimeError):
+    """The dataset cannot be deleted: a queued or running job writes or reads it."""
 
 
 class Dataset(BaseModel):
@@ -102,3 +108,27 @@ def dataset_preview_png(settings: Settings, name: str) -> bytes:
     from worker.preview import render_preview
 
     return render_preview(layout.dataset_dir(settings, name))
+
+
+def delete_dataset(settings: Settings, store: JobStore, name: str) -> None:
+    """Delete dataset `name`: the manifest first, so that a deletion cut short leaves no
+    folder that looks like a finished dataset, then its shards (the whole folder).
+
+    Raises:
+        DatasetNotFound: It has no manifest inside the data root.
+        DatasetInUse: A queued or running job uses it (a shard job writing it, a train
+            or evaluation job reading it).
+    """
+    manifest = dataset_manifest(settings, name)
+    if manifest is None:
+        raise DatasetNotFound(f"no dataset named {name[:80]!r}")
+    users = [
+        job.id
+        for state in (JobState.QUEUED, JobState.RUNNING)
+        for job in store.list_jobs(state=state.value)
+        if job.params.get("dataset") == name
+    ]
+    if users:
+        raise DatasetInUse(f"dataset {name!r} is used by {', '.join(users)}; wait or cancel them")
+    manifest.unlink(missing_ok=True)
+    shutil.rmtree(layout.dataset_dir(settings, name), ignore_errors=True)

@@ -11,13 +11,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.batching import PredictorClosed, QueueFull
 from app.broker import BrokerUnavailable
-from app.dataset_catalog import DatasetNotFound
-from app.model_registry import ModelNotFound, NoHistoryYet, NoModelYet, NotATrainJob
+from app.dataset_catalog import DatasetInUse, DatasetNotFound
+from app.model_registry import ModelInUse, ModelNotFound, NoHistoryYet, NoModelYet, NotATrainJob
 from app.multipart import BodyTooLarge, FormFieldInvalid, MalformedBody
 from app.submission import SubmissionConflict, SubmissionRefused
 from app.uploads.errors import (
@@ -33,6 +36,7 @@ from app.uploads.errors import (
     UploadTooLarge,
     WrongContentType,
 )
+from core.aliases import AliasConflict, AliasNotFound, ModelAliased
 from core.job_records import JobAlreadyFinished, JobNotFound
 from core.names import UnsafePathError
 from model.serving import BadImage, ImageTooLarge, ModelBroken
@@ -72,6 +76,12 @@ STATUS_CODES: dict[type[Exception], int] = {
     WrongContentType: 415,
     ArchiveRefused: 422,
     UploadBusy: 423,
+    # Aliases and deletions: core/aliases.py, app/model_registry.py, app/dataset_catalog.py.
+    AliasNotFound: 404,
+    AliasConflict: 409,
+    ModelAliased: 409,
+    ModelInUse: 409,
+    DatasetInUse: 409,
 }
 
 
@@ -119,6 +129,20 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": json_safe(jsonable_encoder(exc.errors()))}, 422)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    # A 405 names in `Allow` every method of the path template that answered: Starlette
+    # names only those of its first route (GET /models/{id}, not DELETE /models/{id}).
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        routes = [r for r in iter_route_contexts(request.app.routes) if r.path is not None]
+        path = request.url.path
+        matched = next((r.path for r in routes if r.path_regex.match(path)), None)
+        methods = {m for r in routes if r.path == matched for m in r.methods or ()}
+        if methods:
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}
+    return await http_exception_handler(request, exc)
+
+
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(
         {"detail": str(exc)}, status_code=status_code_of(exc), headers=headers_of(exc)
@@ -127,5 +151,6 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     for kind in STATUS_CODES:
         app.add_exception_handler(kind, _domain_error)

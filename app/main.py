@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.api.routes import datasets, health, jobs, metrics, models, predict
+from app.api.routes import aliases, datasets, health, jobs, metrics, models, predict
 from app.api.routes import events as event_routes
 from app.api.routes import logs as log_routes
 from app.api.routes import sources as source_routes
@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(models.router)
+    app.include_router(aliases.router)
     app.include_router(datasets.router)
     app.include_router(predict.router)
     app.include_router(metrics.router)

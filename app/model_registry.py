@@ -6,6 +6,7 @@ where their files are; ``model.serving`` only loads a file it is handed.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from core import layout
+from core.aliases import DELETED_AT, Alias, Aliases, AliasNotFound
 from core.charts import history_png
 from core.config import Settings
 from core.jobs import Job, JobNotFound, JobState, JobStore
@@ -39,6 +41,10 @@ class NoHistoryYet(RuntimeError):
     """The train job has not finished an epoch yet."""
 
 
+class ModelInUse(RuntimeError):
+    """The model cannot be deleted: a queued or running job uses it."""
+
+
 class Model(BaseModel):
     id: str
     dataset: str
@@ -48,10 +54,15 @@ class Model(BaseModel):
     classes: list[ClassEntry]
     metrics: dict[str, Any]
     created_at: str | None
+    aliases: list[str] = []
 
 
 class ModelList(BaseModel):
     models: list[Model]
+
+
+class ModelLabels(BaseModel):
+    classes: list[ClassEntry]
 
 
 def find_model_file(store: JobStore, settings: Settings, model_id: str | None) -> tuple[str, Path]:
@@ -62,16 +73,7 @@ def find_model_file(store: JobStore, settings: Settings, model_id: str | None) -
         NoModelYet: ``model_id`` is None and no train job has produced a model yet.
     """
     if model_id is not None:
-        if not is_valid_name(model_id):  # ids are names; anything else cannot be one
-            raise ModelNotFound(f"no model with id {model_id[:80]!r}")
-        try:
-            job = store.get(model_id)
-        except JobNotFound:
-            raise ModelNotFound(f"no model with id {model_id!r}") from None
-        if job.kind != "train" or job.state != JobState.SUCCEEDED:
-            raise ModelNotFound(
-                f"job {model_id} is not a model: a {job.kind} job in state {job.state.value}"
-            )
+        job = _model_job(store, model_id)
         path = layout.model_path(settings, job.id)
         if not path.is_file():
             raise ModelNotFound(f"model {model_id} has no model file (deleted?)")
@@ -84,6 +86,42 @@ def find_model_file(store: JobStore, settings: Settings, model_id: str | None) -
         if path.is_file():
             return job.id, path
     raise NoModelYet("no model trained yet: no train job has succeeded")
+
+
+def _model_job(store: JobStore, name: str) -> Job:
+    """The train job of model `name`: a model id, or an alias (resolved now, so a moved
+    alias is seen by the next request)."""
+    if not is_valid_name(name):  # ids and aliases are names; anything else cannot be one
+        raise ModelNotFound(f"no model with id {name[:80]!r}")
+    try:
+        job = store.get(name)
+    except JobNotFound:
+        target = Aliases(store.engine).resolve(name)
+        if target is None:
+            raise ModelNotFound(f"no model or alias named {name!r}") from None
+        job = store.get(target)
+    if job.kind != "train" or job.state != JobState.SUCCEEDED:
+        raise ModelNotFound(
+            f"job {name} is not a model: a {job.kind} job in state {job.state.value}"
+        )
+    if _deleted(job):
+        raise ModelNotFound(f"model {job.id} was deleted")
+    return job
+
+
+def point_alias(store: JobStore, alias: str, model: str) -> Alias:
+    """Point `alias` at model `model` (an id, or an alias: resolved to its model id)."""
+    return Aliases(store.engine).set(alias, _model_job(store, model).id)
+
+
+def remove_alias(store: JobStore, alias: str) -> None:
+    if not is_valid_name(alias):
+        raise AliasNotFound(f"no alias named {alias[:80]!r}")
+    Aliases(store.engine).delete(alias)
+
+
+def _deleted(job: Job) -> bool:
+    return DELETED_AT in (job.result or {})
 
 
 def _chain(first: Sequence[Job], rest: Callable[[], Sequence[Job]]) -> Iterator[Job]:
@@ -104,11 +142,16 @@ def load_served_model(
     return cache.get(found_id, path)
 
 
-def _model(settings: Settings, job: Job) -> Model:
+def _saved_classes(settings: Settings, model_id: str) -> list[ClassEntry]:
+    """The classes.json the train job wrote beside its model; [] when it has none."""
     try:
-        classes = _CLASSES.validate_json(layout.classes_path(settings, job.id).read_bytes())
+        return _CLASSES.validate_json(layout.classes_path(settings, model_id).read_bytes())
     except (OSError, ValueError):
-        classes = []
+        return []
+
+
+def _model(settings: Settings, job: Job, aliases: list[str]) -> Model:
+    classes = _saved_classes(settings, job.id)
     return Model(
         id=job.id,
         dataset=job.params["dataset"],
@@ -118,20 +161,72 @@ def _model(settings: Settings, job: Job) -> Model:
         classes=classes,
         metrics=(job.result or {}).get("final_metrics", job.metrics),
         created_at=job.finished_at.isoformat() if job.finished_at else None,
+        aliases=aliases,
     )
 
 
 def list_models(store: JobStore, settings: Settings) -> ModelList:
-    """One model per succeeded train job, newest first."""
+    """One model per succeeded train job whose model was not deleted, newest first."""
     jobs = store.list_jobs(kind="train", state=JobState.SUCCEEDED.value)
-    return ModelList(models=[_model(settings, job) for job in jobs])
+    aliases = Aliases(store.engine).of_models()
+    return ModelList(
+        models=[_model(settings, job, aliases.get(job.id, [])) for job in jobs if not _deleted(job)]
+    )
 
 
 def describe_model(store: JobStore, settings: Settings, model_id: str) -> Model:
+    job = _existing_model(store, model_id)
+    return _model(settings, job, Aliases(store.engine).of_models().get(job.id, []))
+
+
+def _existing_model(store: JobStore, model_id: str) -> Job:
+    """The train job `model_id` (an id, not an alias) if it has a model that was not deleted."""
     job = _train_job(store, model_id)
     if job.state != JobState.SUCCEEDED:
         raise ModelNotFound(f"job {model_id} has not produced a model (state {job.state.value})")
-    return _model(settings, job)
+    if _deleted(job):
+        raise ModelNotFound(f"model {model_id} was deleted")
+    return job
+
+
+def model_labels(store: JobStore, settings: Settings, cache: ModelCache, model: str) -> ModelLabels:
+    """The classes of model `model` (an id or an alias), in output order."""
+    model_id, path = find_model_file(store, settings, model)
+    classes = _saved_classes(settings, model_id)
+    if not classes:  # no classes.json beside it: the classes saved in the model itself
+        classes = cache.get(model_id, path).class_names
+    return ModelLabels(classes=classes)
+
+
+def delete_model(store: JobStore, settings: Settings, cache: ModelCache, model_id: str) -> None:
+    """Delete model `model_id`: its checkpoints, model files and exports (its whole job
+    folder). The job record stays, marked in its result (`deleted_at`), so its history
+    remains; the model is no longer listed or served.
+
+    Raises:
+        ModelNotFound, NotATrainJob: No such model (or deleted already).
+        ModelAliased: An alias points at it.
+        ModelInUse: A queued or running job uses it (resumes from it, or names it).
+    """
+    job = _existing_model(store, model_id)
+    users = [
+        other.id
+        for state in (JobState.QUEUED, JobState.RUNNING)
+        for other in store.list_jobs(state=state.value)
+        if job.id in (other.params.get("resume_from"), other.params.get("model"))
+    ]
+    if users:
+        raise ModelInUse(f"model {job.id} is used by {', '.join(users)}; wait or cancel them")
+    Aliases(store.engine).retire_model(job.id)  # from now on it is neither listed nor served
+    _drop_cached(cache, job.id)
+    shutil.rmtree(layout.job_dir(settings, job.id), ignore_errors=True)
+
+
+def _drop_cached(cache: ModelCache, model_id: str) -> None:
+    # ModelCache has no public eviction yet (model/serving.py); a deleted model is never
+    # served from it anyway (find_model_file refuses it first), this frees its memory.
+    with cache._lock:
+        cache._models.pop(model_id, None)
 
 
 def _train_job(store: JobStore, job_id: str) -> Job:

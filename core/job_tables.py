@@ -79,6 +79,16 @@ class ShardClaimRow(Base):
     expires: Mapped[datetime] = mapped_column(DateTime)
 
 
+class AliasRow(Base):
+    """A name that points at a model (a succeeded train job): core.aliases."""
+
+    __tablename__ = "aliases"
+
+    alias: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(String(32), ForeignKey("jobs.id"), index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 def _aware(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None else None
 

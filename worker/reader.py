@@ -17,13 +17,14 @@ Choices:
   preprocessing run on whole batches in one XLA-compiled function (about 3x faster on a
   CPU than the same TensorFlow ops one by one).
 * Epochs: ``train_epochs(first, last)`` is ``Dataset.range(first, last).flat_map(epoch)``,
-  where an epoch's file order, shuffle and flips are stateless functions of
+  where an epoch's file order, shuffle and flips are functions of
   ``(seed, epoch)``: the graph is the same size for 1 or 10,000 epochs, and a run resumed
   at epoch ``e`` sees exactly the batches an uninterrupted run would have seen.
-* Shuffling: records are shuffled in windows of ``shuffle_buffer`` (each window is
-  permuted at random, statelessly); a streaming train split shuffles serialized records (a
-  few KB each) before decoding, so the window is cheap; a cached one shuffles its decoded
-  images. Shard order is shuffled every epoch too, and shards were shuffled when written.
+* Shuffling: ``Dataset.shuffle`` through a ``shuffle_buffer``-element buffer, seeded by
+  ``(seed, epoch)`` alone (``worker.train_epochs``); a streaming train split shuffles
+  serialized records (a few KB each) before decoding, so the buffer is cheap; a cached one
+  shuffles its decoded images. Shard order is shuffled every epoch too, and shards were
+  shuffled when written.
 * Cache rule: decoded uint8 images of a split are cached in memory (after the first epoch
   nothing is read or decoded again) only when ``count * 64 * 64 * 3 <= cache_bytes`` (the
   train split first, the val split from what is left); otherwise the split streams from the
@@ -116,7 +117,7 @@ def make_datasets(
         cache_bytes: Memory allowed for caching decoded images (``Settings.reader_cache_bytes``).
         seed: Seeds file order, shuffling and flips.
         val_fraction: Share of train records held out when the dataset has no val split.
-        shuffle_buffer: Size of the train shuffle window, in images.
+        shuffle_buffer: Size of the train shuffle buffer, in images.
         deterministic: Keep the element order reproducible (slower parallel stages).
         augment_train: Apply random flips to train batches.
         jit_compile: Fuse augmentation and preprocessing with XLA; False runs the plain ops

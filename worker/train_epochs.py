@@ -1,14 +1,13 @@
 """The train pipeline as a function of the epoch: ``Datasets.train_epochs``.
 
 ``Dataset.range(first, last).flat_map(one_epoch)``: one epoch's file order, shuffle and
-flips are stateless functions of ``(seed, epoch)`` (``tf.random.experimental`` stateless
-ops), so the graph is the same size for 1 or 10,000 epochs, and epoch ``e`` is the same
-whichever epoch a run started at (exact resume). Stateless ops also take the epoch as a
-tensor whatever the global seed is, which seeded ``Dataset.shuffle`` cannot.
-
-Shuffling is by windows: each run of ``shuffle_buffer`` consecutive elements is permuted
-at random (serialized records when streaming, decoded images when cached), which mixes
-about as far as a shuffle buffer of that size.
+flips are functions of ``(seed, epoch)`` alone, so the graph is the same size for 1 or
+10,000 epochs, and epoch ``e`` is the same whichever epoch a run started at (exact
+resume). File order and flips come from stateless ops (``tf.random.experimental``); the
+records are shuffled by ``Dataset.shuffle`` (``shuffle_buffer`` elements: serialized
+records when streaming, decoded images when cached) with the epoch's seed as a tensor and
+the graph-level seed pinned, so the process's global seed (``tf.random.set_seed``) plays
+no part. ``one_epoch`` is traced once: building ``train_epochs(first, last)`` is cheap.
 """
 
 from __future__ import annotations
@@ -23,7 +22,8 @@ from model.preprocessing import augment, preprocess
 from worker.shard_reader import AUTOTUNE, HoldOut, decode_batches, records
 
 EPOCH_SALT = 0x7E0C
-_FILES, _RECORDS, _FLIPS = 0, 1, 2  # what each sub-seed of an epoch's key draws
+_FILES, _FLIPS = 0, 2  # what each sub-seed of an epoch's key draws
+SHUFFLE_SEED_STEP = 1_000_003  # the shuffle seed of an epoch: seed * step + epoch + 1
 
 
 @dataclass(frozen=True)
@@ -78,13 +78,17 @@ def train_epochs(
         cached = decode_batches(stream, holdout, options.batch_size, parallel).unbatch().cache()
 
     def one_epoch(epoch: tf.Tensor) -> tf.data.Dataset:
+        # Dataset.shuffle seeds from (graph seed, op seed): pin the graph seed of this trace
+        # so that the op seed, from (seed, epoch), alone decides the order.
+        tf.compat.v1.get_default_graph().seed = EPOCH_SALT
         key = fold(tf.constant([options.seed, EPOCH_SALT], tf.int64), epoch)
+        shuffle_seed = tf.constant(options.seed, tf.int64) * SHUFFLE_SEED_STEP + epoch + 1
         if cached is not None:
-            batches = window_shuffle(cached, window, fold(key, _RECORDS)).batch(options.batch_size)
+            batches = shuffled(cached, window, shuffle_seed).batch(options.batch_size)
         else:
             order = tf.random.experimental.stateless_shuffle(paths, seed=fold(key, _FILES))
             stream = records(order, compression, deterministic=options.deterministic)
-            stream = window_shuffle(stream, window, fold(key, _RECORDS))
+            stream = shuffled(stream, window, shuffle_seed)
             batches = decode_batches(stream, holdout, options.batch_size, parallel)
         if not options.augment_train:
             return batches.map(lambda images, labels: (only_preprocess(images), labels), **parallel)
@@ -93,11 +97,19 @@ def train_epochs(
             lambda step, batch: (transform(batch[0], fold(flips, step)), batch[1]), **parallel
         )
 
+    # Traced once, here: each epochs(first, last) then only calls it.
+    traced = tf.function(one_epoch).get_concrete_function(tf.TensorSpec([], tf.int64))
+
     tf_options = tf.data.Options()
     tf_options.deterministic = options.deterministic
+    # As for validation (worker.reader): without autotuning, dropping an iterator no longer
+    # waits on tf.data's autotune thread (up to 1.2 s seen here per fresh epoch pipeline),
+    # and AUTOTUNE stages run at one call per core. bench.shard_bench row (c), 2 CPUs: one
+    # epoch 0.79x -> 0.82-0.90x of bare decoding; four epochs no slower (1.09-1.33x).
+    tf_options.autotune.enabled = False
 
     def epochs(first: int, last: int) -> tf.data.Dataset:
-        dataset = tf.data.Dataset.range(first, last).flat_map(one_epoch)
+        dataset = tf.data.Dataset.range(first, last).flat_map(traced)
         return dataset.prefetch(AUTOTUNE).with_options(tf_options)
 
     return epochs
@@ -108,12 +120,9 @@ def fold(key: tf.Tensor, data: int | tf.Tensor) -> tf.Tensor:
     return tf.random.experimental.stateless_fold_in(key, tf.cast(data, tf.int64))
 
 
-def window_shuffle(dataset: tf.data.Dataset, window: int, key: tf.Tensor) -> tf.data.Dataset:
-    """Permute each run of ``window`` consecutive elements at random, from ``key`` alone."""
+def shuffled(dataset: tf.data.Dataset, buffer: int, seed: tf.Tensor) -> tf.data.Dataset:
+    """``dataset`` shuffled through a ``buffer``-element buffer, in the order ``seed`` gives.
 
-    def permute(number: tf.Tensor, chunk: Any) -> Any:
-        size = tf.shape(tf.nest.flatten(chunk)[0])[0]
-        order = tf.random.experimental.stateless_shuffle(tf.range(size), seed=fold(key, number))
-        return tf.nest.map_structure(lambda values: tf.gather(values, order), chunk)
-
-    return dataset.batch(window).enumerate().map(permute).unbatch()
+    Built once per epoch, so the order never changes between iterations.
+    """
+    return dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=False)

@@ -3,14 +3,18 @@ whatever a URL path or a symlink tries; nothing outside is even read."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
 
 import pytest
 
+from core import layout
 from core.config import Settings
-from tests.app.hostile import raw, reads_of, running
+from core.jobs import JobStore
+from tests.app.conftest import ClientFactory
+from tests.app.hostile import manifest_json, raw, reads_of, running
 
 pytestmark = pytest.mark.anyio
 
@@ -53,6 +57,8 @@ _TEMPLATES = [
     ("GET", b"/jobs/{}/history.png"),
     ("GET", b"/models/{}"),
     ("POST", b"/jobs/{}/cancel"),
+    ("DELETE", b"/datasets/{}"),
+    ("DELETE", b"/models/{}"),
 ]
 _RAW_TARGETS = [
     b"/datasets/../../etc/passwd",
@@ -83,6 +89,7 @@ async def test_traversal_in_url_paths_is_4xx_and_reads_nothing_outside(
     # Query strings that are not valid filters are 422; /datasets ignores unknown ones.
     assert bad == {b"/datasets?name=../../etc/passwd": 200}, bad
     assert reads == []
+    assert (outside / "secret.txt").is_file() and (outside / "manifest.json").is_file()
 
 
 async def test_a_dataset_folder_that_leads_outside_is_absent(
@@ -113,3 +120,40 @@ async def test_a_dataset_folder_that_leads_outside_is_absent(
     assert shard.status_code == 422 and "leaves the data root" in shard.json()["detail"]
     assert jobs.json() == {"jobs": []}
     assert reads == []
+
+
+def _sharded(settings: Settings, name: str, shard_bytes: int) -> Path:
+    """A dataset folder with a manifest and one shard file of `shard_bytes` bytes."""
+    folder = layout.dataset_dir(settings, name)
+    folder.mkdir(parents=True)
+    (folder / "train-00000-of-00001.tfrecord.gz").write_bytes(b"x" * shard_bytes)
+    manifest = json.loads(manifest_json(name))
+    manifest["bytes"] = manifest["splits"]["train"]["bytes"] = shard_bytes
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder
+
+
+async def test_delete_a_dataset(settings: Settings, client_for: ClientFactory) -> None:
+    folder = _sharded(settings, "doomed", 1234)
+    kept = _sharded(settings, "kept", 10)
+    store = JobStore(settings.effective_database_url)
+    async with client_for(settings) as client:
+        listing = (await client.get("/datasets")).json()["datasets"]
+        assert {d["name"]: d["bytes"] for d in listing} == {"doomed": 1234, "kept": 10}
+        for kind in ("train", "shard"):  # a job reading it, and one writing it
+            job = store.create(kind, {"dataset": "doomed", "source": "sources/x"})
+            used = await client.delete("/datasets/doomed")
+            assert used.status_code == 409 and job.id in used.text, used.text
+            store.request_cancel(job.id)
+        assert (folder / "manifest.json").is_file()
+        deleted = await client.delete("/datasets/doomed")
+        assert deleted.status_code == 204, deleted.text
+        assert not folder.exists() and kept.is_dir()
+        assert (await client.get("/datasets/doomed")).status_code == 404
+        assert [d["name"] for d in (await client.get("/datasets")).json()["datasets"]] == ["kept"]
+        assert (await client.delete("/datasets/doomed")).status_code == 404
+        # A folder without a manifest is no dataset (a shard job still writing it, say).
+        (layout.dataset_dir(settings, "partial")).mkdir()
+        assert (await client.delete("/datasets/partial")).status_code == 404
+        assert layout.dataset_dir(settings, "partial").is_dir()
+    store.engine.dispose()

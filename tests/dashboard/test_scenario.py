@@ -251,6 +251,8 @@ def test_every_page_is_accessible_small_and_fits(
             page.wait_for_timeout(1000)  # images and streams (never idle: SSE stays open)
             assert not log.foreign(), (name, log.foreign())
             assert log.total_bytes() < FIRST_LOAD_LIMIT, (name, log.total_bytes(), log.sizes)
+            with (shots / "first-load-bytes.txt").open("a") as sizes:
+                sizes.write(f"{name}-{width}: {log.total_bytes()}\n")
             assert critical_violations(page) == [], name
             overflow = page.evaluate("document.documentElement.scrollWidth - innerWidth")
             assert overflow <= 1, f"{name} is {overflow} px wider than {viewport['width']} px"

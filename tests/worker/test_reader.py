@@ -221,3 +221,23 @@ def test_ten_thousand_epochs_build_a_constant_size_graph(tiny: Path, cache_bytes
     assert abs(len(many._as_serialized_graph().numpy()) - one_size) < 100
     images, labels = next(iter(many))
     assert images.shape[1:] == (64, 64, 3) and labels.shape[0] == images.shape[0]
+
+
+@pytest.mark.parametrize("cache_bytes", [0, BIG])
+def test_epoch_order_ignores_the_global_seed(tiny: Path, cache_bytes: int) -> None:
+    """The shuffle comes from (seed, epoch) alone, whatever ``tf.random.set_seed`` said."""
+    orders = []
+    for global_seed in (0, 1, None):
+        tf.random.set_seed(global_seed)
+        data = make_datasets(tiny, 64, cache_bytes=cache_bytes, seed=3, deterministic=True)
+        orders.append([collect(data.train_epochs(e, e + 1))[1].tolist() for e in (0, 1)])
+    assert orders[0] == orders[1] == orders[2]
+    assert orders[0][0] != orders[0][1]
+    assert sorted(orders[0][0]) == sorted(orders[0][1])
+
+
+def test_classes_are_mixed_across_the_epoch(tiny: Path) -> None:
+    """Shard order and records are shuffled: no batch is only one or two classes."""
+    data = make_datasets(tiny, 20, cache_bytes=0, seed=4, shuffle_buffer=100, deterministic=True)
+    _, labels, _ = collect(data.train_epochs(0, 1))
+    assert all(len(set(labels[i : i + 20].tolist())) >= 4 for i in range(0, len(labels), 20))

@@ -6,8 +6,18 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import READ_UNAUTHORIZED, Reading, SettingsDep, StoreDep
-from app.model_registry import Model, ModelList, describe_model, history_chart_png, list_models
+from app.api.deps import READ_UNAUTHORIZED, UNAUTHORIZED, Mutating, Reading, SettingsDep, StoreDep
+from app.api.routes.predict import ModelCacheDep
+from app.model_registry import (
+    Model,
+    ModelLabels,
+    ModelList,
+    delete_model,
+    describe_model,
+    history_chart_png,
+    list_models,
+    model_labels,
+)
 from app.schemas import ErrorBody
 
 router = APIRouter(tags=["models"], dependencies=[Reading], responses=READ_UNAUTHORIZED)
@@ -22,6 +32,33 @@ async def models(store: StoreDep, settings: SettingsDep) -> ModelList:
 @router.get("/models/{model_id}", responses={404: {"model": ErrorBody}})
 async def model(model_id: str, store: StoreDep, settings: SettingsDep) -> Model:
     return await run_in_threadpool(describe_model, store, settings, model_id)
+
+
+@router.delete(
+    "/models/{model_id}",
+    status_code=204,
+    dependencies=[Mutating],
+    responses={
+        **UNAUTHORIZED,
+        404: {"model": ErrorBody},
+        409: {"model": ErrorBody, "description": "an alias points at it, or a job uses it"},
+    },
+)
+async def remove_model(
+    model_id: str, store: StoreDep, settings: SettingsDep, cache: ModelCacheDep
+) -> Response:
+    """Delete a model: its checkpoints, model files and exports. Its job record stays (its
+    history and curves too); the model is no longer listed, described or served."""
+    await run_in_threadpool(delete_model, store, settings, cache, model_id)
+    return Response(status_code=204)
+
+
+@router.get("/models/{model_id}/labels", responses={404: {"model": ErrorBody}})
+async def labels(
+    model_id: str, store: StoreDep, settings: SettingsDep, cache: ModelCacheDep
+) -> ModelLabels:
+    """The model's classes in output order (an alias is accepted for the id)."""
+    return await run_in_threadpool(model_labels, store, settings, cache, model_id)
 
 
 @router.get(

@@ -15,7 +15,7 @@ import pytest
 from tests.utils.datasets import make_digits_tiny_imagenet
 from tests.utils.services import REPO, free_port, service_env, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.chaos  # real `make run` processes, started twice (make chaos)
 
 
 def _start(data_root: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
