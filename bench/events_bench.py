@@ -144,7 +144,7 @@ def _print(rows: list[dict[str, Any]]) -> None:
 
 async def main_async(streams: int, seconds: float) -> None:
     from core.jobs import JobStore
-    from tests.utils.services import free_port
+    from tools.processes import free_port
 
     root = Path(tempfile.mkdtemp(prefix="events-bench-"))
     counter = root / "queries.txt"

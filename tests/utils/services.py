@@ -7,7 +7,6 @@ except under CI=true, where a missing server fails the test: CI always runs ever
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+
+from tools.processes import free_port, stop_process_group
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,12 +62,6 @@ def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 
         if time.monotonic() > deadline:
             pytest.fail(f"condition not met within {timeout} s: {predicate}")
         time.sleep(interval)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def service_env(data_root: Path, **extra: str) -> dict[str, str]:
@@ -128,19 +123,6 @@ def worker_process(
         yield process
     finally:
         stop_process_group(process)
-
-
-def stop_process_group(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
-    except ProcessLookupError:
-        pass
 
 
 @contextmanager
