@@ -8,7 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.routes import aliases, datasets, health, jobs, metrics, models, predict
+from app.api.routes import batch_predict as batch_predict_routes
+from app.api.routes import evaluation as evaluation_routes
 from app.api.routes import events as event_routes
+from app.api.routes import exports as export_routes
 from app.api.routes import logs as log_routes
 from app.api.routes import sources as source_routes
 from app.api.routes import uploads as upload_routes
@@ -63,6 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(models.router)
     app.include_router(aliases.router)
+    app.include_router(evaluation_routes.router)
+    app.include_router(export_routes.router)
+    app.include_router(batch_predict_routes.router)
     app.include_router(datasets.router)
     app.include_router(predict.router)
     app.include_router(metrics.router)

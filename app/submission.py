@@ -55,7 +55,7 @@ def submit_shard(celery: Celery, store: JobStore, settings: Settings, request: S
             raise SubmissionConflict(
                 f"dataset {request.dataset!r} is being written by job {job.id}"
             )
-    return _create_and_publish(celery, store, "shard", request.model_dump())
+    return create_and_publish(celery, store, "shard", request.model_dump())
 
 
 def submit_train(celery: Celery, store: JobStore, settings: Settings, request: TrainConfig) -> Job:
@@ -64,7 +64,7 @@ def submit_train(celery: Celery, store: JobStore, settings: Settings, request: T
     params = request.model_dump()
     if request.resume_from is not None:
         params.update(_resume_params(store, settings, request))
-    return _create_and_publish(celery, store, "train", params)
+    return create_and_publish(celery, store, "train", params)
 
 
 def _resume_params(store: JobStore, settings: Settings, request: TrainConfig) -> dict[str, Any]:
@@ -114,9 +114,10 @@ def _class_count(settings: Settings, dataset: str) -> int:
         return -1
 
 
-def _create_and_publish(
+def create_and_publish(
     celery: Celery, store: JobStore, kind: JobKind, params: dict[str, Any]
 ) -> Job:
+    """Record a job and send its task; a broker that is down fails the job and raises."""
     job = store.create(kind, params)
     try:
         publish(celery, kind, job.id)

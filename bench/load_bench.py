@@ -60,8 +60,8 @@ ENDPOINTS = {"predict": "POST /predict", "jobs": "GET /jobs", "job": "GET /jobs/
 
 
 def _models() -> dict[str, tuple[int, Any]]:
+    from core.architecture import ArchitectureConfig
     from core.train_config import preset_architecture
-    from model.config import ArchitectureConfig
 
     return {
         # A small ResNet (width 16, levels [1, 1]), 10 classes.

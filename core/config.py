@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,8 +64,24 @@ class Settings(BaseSettings):
     # Training on a GPU: on by default, off on the CPU where they do not help.
     mixed_precision: bool | None = None
     xla: bool | None = None
+    # Batches per compiled call of `fit` (no host-device round trip in between); progress,
+    # cancel and heartbeats are timer-driven, so they still answer within seconds.
+    steps_per_execution: Annotated[int, Field(ge=1, le=1000)] = 1
+    # The Keras backend a training worker runs (the API and datasets worker need neither).
+    keras_backend: Literal["tensorflow", "jax"] = "tensorflow"
+    # Storage (docs/SCALING.md): unset keeps everything under data_root on local disk.
+    storage_url: str | None = Field(
+        default=None, description="s3://bucket/prefix: the object store every host shares."
+    )
+    s3_endpoint_url: str | None = None
+    cache_dir: Path | None = Field(
+        default=None, description="This host's cache of objects read from the store."
+    )
+    cache_max_bytes: Annotated[int, Field(ge=0)] = 20 * 1024**3
 
-    @field_validator("broker_url", "database_url", "api_key", mode="before")
+    @field_validator(
+        "broker_url", "database_url", "api_key", "storage_url", "s3_endpoint_url", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
@@ -73,6 +89,13 @@ class Settings(BaseSettings):
     @property
     def resolved_data_root(self) -> Path:
         return self.data_root.expanduser().resolve()
+
+    @property
+    def resolved_cache_dir(self) -> Path:
+        """This host's cache of store objects (default: ``cache`` under the data root)."""
+        if self.cache_dir is not None:
+            return self.cache_dir.expanduser().resolve()
+        return self.resolved_data_root / "cache"
 
     @property
     def effective_database_url(self) -> str:

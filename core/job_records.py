@@ -19,7 +19,7 @@ class JobState(StrEnum):
 
 
 FINISHED_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-JobKind = Literal["shard", "train"]
+JobKind = Literal["shard", "train", "evaluate", "export", "predict"]
 
 
 class Job(BaseModel):

@@ -83,3 +83,22 @@ def classes_path(settings: Settings, job_id: str) -> Path:
 
 def export_dir(settings: Settings, job_id: str) -> Path:
     return job_dir(settings, job_id) / "export"
+
+
+def evaluation_path(settings: Settings, job_id: str) -> Path:
+    """The model's own evaluation (its final weights on its dataset's val split)."""
+    return job_dir(settings, job_id) / "evaluation.json"
+
+
+def confusion_path(settings: Settings, job_id: str) -> Path:
+    return job_dir(settings, job_id) / "confusion.png"
+
+
+def exports_root(settings: Settings, job_id: str) -> Path:
+    """Checked export artifacts of a model (``POST /models/{id}/exports``), one per format."""
+    return job_dir(settings, job_id) / "exports"
+
+
+def predictions_path(settings: Settings, job_id: str) -> Path:
+    """The CSV a batch prediction job (kind ``predict``) produces."""
+    return job_dir(settings, job_id) / "predictions.csv"

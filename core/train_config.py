@@ -2,7 +2,7 @@
 
 The API body (``POST /jobs/train``), the worker, the tests and the benchmarks all use it, so
 there is one set of defaults and one set of bounds. The architecture bounds are the
-network's own (``model.config.ArchitectureConfig``), checked here without TensorFlow.
+network's own (``core.architecture.ArchitectureConfig``), checked here without TensorFlow.
 """
 
 from __future__ import annotations
@@ -11,15 +11,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.architecture import ArchitectureConfig
 from core.names import NAME_PATTERN
-from model.config import (
-    MAX_LEVELS,
-    MAX_WIDTH,
-    MIN_WIDTH,
-    WRITEUP_LEVELS,
-    WRITEUP_WIDTH,
-    ArchitectureConfig,
-)
+from model.config import MAX_LEVELS, MAX_WIDTH, MIN_WIDTH, WRITEUP_LEVELS, WRITEUP_WIDTH
 
 PresetName = Literal["writeup", "half"]
 

@@ -1,7 +1,7 @@
 """Keras 3 ResNet classifiers for 64x64 RGB images, and the preprocessing they expect.
 
 Importing ``model`` or ``model.config`` does not import TensorFlow: the API validates
-architectures with ``model.config`` alone. The Keras and TensorFlow names below are
+architectures with ``core.architecture`` alone. The Keras and TensorFlow names below are
 imported on first access (PEP 562 module ``__getattr__``), so ``from model import Resnet``
 works as usual.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from model.config import IMAGE_SIZE, INPUT_SHAPE, ArchitectureConfig
+from model.config import IMAGE_SIZE, INPUT_SHAPE
 
 if TYPE_CHECKING:
     from model.blocks import Bottleneck, Downsample, ResnetBasic, SpecialBottleneck, Tail
@@ -43,7 +43,6 @@ def __dir__() -> list[str]:
 __all__ = [
     "IMAGE_SIZE",
     "INPUT_SHAPE",
-    "ArchitectureConfig",
     "Bottleneck",
     "Downsample",
     "Resnet",

@@ -15,6 +15,7 @@ from typing import Any
 import keras
 from pydantic import ValidationError
 
+from core.architecture import ArchitectureConfig
 from model.blocks import (
     BN_MOMENTUM,
     Bottleneck,
@@ -24,7 +25,7 @@ from model.blocks import (
     Tail,
     build_chain,
 )
-from model.config import INPUT_SHAPE, ArchitectureConfig
+from model.config import INPUT_SHAPE
 
 
 @keras.saving.register_keras_serializable(package="tinyres")

@@ -8,7 +8,11 @@ from celery import Celery, signals
 from kombu import Queue
 
 from core.config import Settings, settings
-from core.tasks import DATASETS_QUEUE, SHARD_PART_TASK, SHARD_TASK, TRAIN_TASK, TRAINING_QUEUE
+from core.tasks import (
+    DATASETS_QUEUE,
+    TASK_QUEUES,
+    TRAINING_QUEUE,
+)
 
 
 def configure(app: Celery, config: Settings) -> None:
@@ -41,11 +45,7 @@ def configure(app: Celery, config: Settings) -> None:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_queues=[Queue(DATASETS_QUEUE), Queue(TRAINING_QUEUE)],
         task_default_queue=DATASETS_QUEUE,
-        task_routes={
-            SHARD_TASK: {"queue": DATASETS_QUEUE},
-            SHARD_PART_TASK: {"queue": DATASETS_QUEUE},
-            TRAIN_TASK: {"queue": TRAINING_QUEUE},
-        },
+        task_routes={task: {"queue": queue} for task, queue in TASK_QUEUES.items()},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
     )

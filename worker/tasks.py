@@ -16,7 +16,14 @@ from celery.signals import worker_process_init, worker_ready, worker_shutting_do
 
 from core.config import settings
 from core.jobs import FINISHED_STATES, JobStore
-from core.tasks import SHARD_PART_TASK, SHARD_TASK, TRAIN_TASK
+from core.tasks import (
+    EVALUATE_TASK,
+    EXPORT_TASK,
+    PREDICT_TASK,
+    SHARD_PART_TASK,
+    SHARD_TASK,
+    TRAIN_TASK,
+)
 from worker.celery_app import celery_app
 from worker.runner import (
     SHARD_PARTS_OWNER,
@@ -80,6 +87,57 @@ def _train(ctx: JobContext) -> dict[str, Any]:
     return train(ctx)
 
 
+@celery_app.task(name=EVALUATE_TASK)
+def evaluate_task(job_id: str) -> None:
+    run_job(
+        get_store(),
+        settings,
+        job_id,
+        _evaluate,
+        requeue=lambda: evaluate_task.apply_async(args=[job_id]),
+    )
+
+
+def _evaluate(ctx: JobContext) -> dict[str, Any]:
+    from worker.evaluation_job import run_evaluation
+
+    return run_evaluation(ctx)
+
+
+@celery_app.task(name=EXPORT_TASK)
+def export_task(job_id: str) -> None:
+    run_job(
+        get_store(),
+        settings,
+        job_id,
+        _export,
+        requeue=lambda: export_task.apply_async(args=[job_id]),
+    )
+
+
+def _export(ctx: JobContext) -> dict[str, Any]:
+    from worker.export_job import run_export
+
+    return run_export(ctx)
+
+
+@celery_app.task(name=PREDICT_TASK)
+def predict_task(job_id: str) -> None:
+    run_job(
+        get_store(),
+        settings,
+        job_id,
+        _predict,
+        requeue=lambda: predict_task.apply_async(args=[job_id]),
+    )
+
+
+def _predict(ctx: JobContext) -> dict[str, Any]:
+    from worker.batch_predict import run_batch_prediction
+
+    return run_batch_prediction(ctx)
+
+
 @celery_app.task(name=SHARD_TASK)
 def shard_task(job_id: str) -> None:
     """Plan the shards, then fan out one task per shard; the last one to finish finalizes."""
@@ -129,7 +187,13 @@ def _plan_and_fan_out(ctx: JobContext) -> None:
         finalize_job(ctx.store, ctx.settings, ctx.job_id)
 
 
-_RESUBMIT = {"shard": shard_task, "train": train_task}
+_RESUBMIT = {
+    "shard": shard_task,
+    "train": train_task,
+    "evaluate": evaluate_task,
+    "export": export_task,
+    "predict": predict_task,
+}
 
 
 def recover_orphans(store: JobStore) -> list[str]:
@@ -164,4 +228,12 @@ def _start_orphan_sweeper(**_: Any) -> None:
     threading.Thread(target=sweep, name="orphan-sweeper", daemon=True).start()
 
 
-__all__ = ["recover_orphans", "shard_task", "train_task", "write_shard_task"]
+__all__ = [
+    "evaluate_task",
+    "export_task",
+    "predict_task",
+    "recover_orphans",
+    "shard_task",
+    "train_task",
+    "write_shard_task",
+]

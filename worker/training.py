@@ -30,7 +30,6 @@ import keras
 import tensorflow as tf
 
 from core import layout
-from core.config import Settings
 from core.train_config import TrainConfig
 from model.config import INPUT_SHAPE
 from model.resnet import build_resnet
@@ -40,8 +39,9 @@ from worker.checkpoints import (
     load_newest_checkpoint,
     remove_partial_files,
 )
-from worker.devices import configure_devices, use_xla
+from worker.devices import configure_devices
 from worker.reader import Datasets, make_datasets
+from worker.recipes import compile_model, schedule_callback
 from worker.runner import JobContext, JobFailed
 from worker.train_callbacks import EpochCheckpoint, JobProgress
 
@@ -83,7 +83,7 @@ def train(ctx: JobContext) -> dict[str, Any]:
     with strategy.scope():
         start = _starting_point(ctx, config, classes)
         if start.fresh:
-            _compile(start.model, config, settings)
+            compile_model(start.model, config, settings)
     model = start.model
     ctx.check_cancelled()
     if start.fresh:
@@ -115,7 +115,7 @@ def _callbacks(
 ) -> list[keras.callbacks.Callback]:
     job_dir = layout.job_dir(ctx.settings, ctx.job_id)
     return [
-        keras.callbacks.LearningRateScheduler(lambda epoch, _lr: config.learning_rate_at(epoch)),
+        schedule_callback(config),
         progress,
         EpochCheckpoint(ctx, progress),
         keras.callbacks.TensorBoard(
@@ -173,17 +173,6 @@ def _starting_point(ctx: JobContext, config: TrainConfig, classes: list[dict[str
         return Start(model, config.initial_epoch, [], fresh=False)
     model = build_resnet(len(classes), config.architecture, l2=config.l2, class_names=classes)
     return Start(model, 0, [], fresh=True)
-
-
-def _compile(model: keras.Model, config: TrainConfig, settings: Settings) -> None:
-    model.compile(
-        optimizer=keras.optimizers.SGD(
-            learning_rate=config.learning_rate, momentum=config.momentum
-        ),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        jit_compile=use_xla(settings),
-    )
 
 
 def _sanity_check(

@@ -31,7 +31,8 @@ def class_names(count: int, prefix: str = "class") -> list[dict[str, Any]]:
 
 def build_model_file(path: Path, classes: int, seed: int, prefix: str = "class") -> Path:
     """Saves a tiny Resnet with random (not initial) weights, so inputs give distinct outputs."""
-    from model import ArchitectureConfig, build_resnet
+    from core.architecture import ArchitectureConfig
+    from model import build_resnet
 
     network = build_resnet(
         classes, ArchitectureConfig(**TINY), class_names=class_names(classes, prefix)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from core.architecture import ArchitectureConfig
 from core.train_config import TrainConfig, preset, preset_architecture
-from model.config import ArchitectureConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

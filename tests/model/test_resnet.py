@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from core.architecture import ArchitectureConfig
 from core.train_config import preset_architecture
-from model import INPUT_SHAPE, ArchitectureConfig, Resnet, build_resnet, preprocess
+from model import INPUT_SHAPE, Resnet, build_resnet, preprocess
 from tests.model.utils import random_images, randomize_weights
 
 TINY = ArchitectureConfig(width=8, levels=[1, 1])

@@ -13,8 +13,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+from core.architecture import ArchitectureConfig
 from core.manifest import ClassEntry
-from model import ArchitectureConfig, build_resnet
+from model import build_resnet
 from model.preprocessing import decode_image, preprocess, resize_to_input
 from model.serving import (
     BadImage,

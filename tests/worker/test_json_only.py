@@ -18,8 +18,9 @@ from kombu import Exchange, Producer
 
 from core.config import Settings
 from core.jobs import JobState, JobStore
+from core.tasks import DATASETS_QUEUE, SHARD_TASK
 from tests.utils.services import service_env, wait_for, worker_process
-from worker.celery_app import DATASETS_QUEUE, SHARD_TASK, create_celery
+from worker.celery_app import create_celery
 
 
 class Canary:

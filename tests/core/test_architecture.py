@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from model.config import WRITEUP_LEVELS, WRITEUP_WIDTH, ArchitectureConfig
+from core.architecture import ArchitectureConfig
+from model.config import WRITEUP_LEVELS, WRITEUP_WIDTH
 
 ROOT = Path(__file__).resolve().parents[2]
 
