@@ -25,7 +25,8 @@ from typing import BinaryIO
 import httpx
 import psutil
 
-from tests.utils.services import REPO, api_process, free_port, service_env, wait_for
+from bench.harness import server
+from tools.processes import REPO, free_port
 
 MEMBER_BYTES = 4 * 1024 * 1024
 
@@ -124,7 +125,11 @@ def put_upload(path: Path, folder: Path) -> float:
         [sys.executable, "-c", PUT_SERVER, str(port), str(folder / "put.bin")], cwd=REPO
     )
     try:
-        wait_for(lambda: _answers(port), timeout=30)
+        deadline = time.monotonic() + 30
+        while not _answers(port):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the PUT server did not start")
+            time.sleep(0.2)
         started = time.perf_counter()
         with path.open("rb") as body:
             answer = httpx.put(f"http://127.0.0.1:{port}/", content=_chunks(body), timeout=None)
@@ -160,13 +165,15 @@ def main() -> None:
         size_mb = archive.stat().st_size / 1e6
         put_seconds = put_upload(archive, folder)
         (folder / "put.bin").unlink()
-        env = service_env(
+        limit = str(10 * archive.stat().st_size)
+        with server(
             folder / "data",
-            TINYRES_MAX_ARCHIVE_BYTES=str(10 * archive.stat().st_size),
-            TINYRES_MAX_UPLOAD_BYTES_DATASET=str(10 * archive.stat().st_size),
-        )
-        with api_process(env, log=folder / "api.log") as base:
-            rss = PeakRss(api_pid(int(base.rsplit(":", 1)[1])))
+            folder / "api.log",
+            TINYRES_MAX_ARCHIVE_BYTES=limit,
+            TINYRES_MAX_UPLOAD_BYTES_DATASET=limit,
+        ) as (port, _pid):
+            base = f"http://127.0.0.1:{port}"
+            rss = PeakRss(api_pid(port))
             tus_seconds = tus_upload(base, archive, args.chunk_mb)
             growth = rss.stop()
     put_rate, tus_rate = size_mb / put_seconds, size_mb / tus_seconds
