@@ -8,7 +8,9 @@
     jobs/<job id>/tensorboard/
     jobs/<job id>/model.keras          what POST /predict serves
     jobs/<job id>/classes.json         [{index, wnid, label}] of that model
-    jobs/<job id>/export/              TensorFlow SavedModel (TF Serving)
+    jobs/<job id>/evaluation.json      the model's evaluation on its val split (+ confusion.png)
+    jobs/<job id>/exports/             checked export artifacts + <format>.json (docs/EXPORTS.md)
+    jobs/<job id>/predictions.csv      what a batch prediction job produced
     sources/<name>[.zip|.tar|.tar.gz]  sources put there by hand (listed by GET /sources)
     uploads/<name>.zip|.tar|.tar.gz    accepted tus uploads: sources too
     uploads/.partial/                  unfinished uploads (removed after their expiry)
