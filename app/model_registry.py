@@ -13,9 +13,9 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
+from app.history_chart import history_png
 from core import layout
 from core.aliases import DELETED_AT, Alias, Aliases, AliasNotFound
-from core.charts import history_png
 from core.config import Settings
 from core.jobs import Job, JobNotFound, JobState, JobStore
 from core.manifest import ClassEntry
@@ -239,8 +239,12 @@ def _train_job(store: JobStore, job_id: str) -> Job:
 
 
 def history_chart_png(store: JobStore, job_id: str) -> bytes:
-    """Loss and accuracy curves of train job ``job_id``."""
+    """Loss and accuracy curves of train job ``job_id``; a resumed job's show the whole run,
+    the epochs it inherited marked with the job that trained them."""
     job = _train_job(store, job_id)
     if not job.history:
         raise NoHistoryYet(f"job {job_id} has no finished epoch yet")
-    return history_png(job.history, f"job {job_id} on {job.params['dataset']}")
+    title = f"job {job_id} on {job.params['dataset']}"
+    if job.params.get("resume_from"):
+        title += f" (resumed from job {job.params['resume_from']})"
+    return history_png(job.history, title)

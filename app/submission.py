@@ -67,8 +67,17 @@ def submit_train(celery: Celery, store: JobStore, settings: Settings, request: T
     return create_and_publish(celery, store, "train", params)
 
 
+# What a resumed job never takes from its origin: what names the run, and where it starts.
+NOT_INHERITED = frozenset({"dataset", "preset", "resume_from", "initial_epoch"})
+# Compiled into the origin's checkpoint (the network's config, its optimizer and loss), so
+# a resumed job cannot change them: a different value would be silently ignored.
+IN_CHECKPOINT = ("width", "levels", "recipe", "momentum", "l2", "label_smoothing", "weight_decay")
+
+
 def _resume_params(store: JobStore, settings: Settings, request: TrainConfig) -> dict[str, Any]:
-    """Width, levels and the start epoch of a resumed run, checked against its origin."""
+    """The params of a resumed run: every hyper-parameter of its origin that the request
+    does not set itself (its own fields, and those its preset or recipe fills in), and the
+    start epoch, checked against the origin."""
     assert request.resume_from is not None
     try:
         origin = store.get(request.resume_from)
@@ -76,12 +85,19 @@ def _resume_params(store: JobStore, settings: Settings, request: TrainConfig) ->
         raise SubmissionRefused(f"resume_from: no job {request.resume_from!r}") from None
     if origin.kind != "train":
         raise SubmissionRefused(f"resume_from: job {origin.id} is a {origin.kind} job, not train")
-    for field in ("width", "levels"):
-        if field in request.model_fields_set and getattr(request, field) != origin.params[field]:
+    inherited = _origin_values(origin)
+    explicit = request.model_fields_set
+    for field in IN_CHECKPOINT:
+        if field in explicit and getattr(request, field) != inherited[field]:
             raise SubmissionRefused(
                 f"{field} contradicts job {origin.id}, which was trained with "
-                f"{field}={origin.params[field]}. Received: {field}={getattr(request, field)}"
+                f"{field}={inherited[field]} (its checkpoint holds it). "
+                f"Received: {field}={getattr(request, field)}"
             )
+    merged = {
+        **request.model_dump(),
+        **{key: value for key, value in inherited.items() if key not in explicit},
+    }
     if _class_count(settings, request.dataset) != _class_count(settings, origin.params["dataset"]):
         raise SubmissionRefused(
             f"dataset {request.dataset!r} has a different number of classes than "
@@ -95,16 +111,29 @@ def _resume_params(store: JobStore, settings: Settings, request: TrainConfig) ->
         raise SubmissionRefused(
             f"job {origin.id} has no checkpoint for epoch {initial_epoch}; it has {epochs}"
         )
-    if initial_epoch >= request.epochs:
+    if initial_epoch >= merged["epochs"]:
         raise SubmissionRefused(
             f"nothing to train: the checkpoint is at epoch {initial_epoch} and epochs="
-            f"{request.epochs}"
+            f"{merged['epochs']}"
         )
-    return {
-        "width": origin.params["width"],
-        "levels": origin.params["levels"],
-        "initial_epoch": initial_epoch,
-    }
+    merged["initial_epoch"] = initial_epoch
+    # Validated again: the inherited values together must still be a valid config.
+    try:
+        return TrainConfig.model_validate(merged).model_dump()
+    except ValueError as exc:
+        raise SubmissionRefused(f"resuming job {origin.id}: {exc}") from None
+
+
+def _origin_values(origin: Job) -> dict[str, Any]:
+    """The origin's hyper-parameters; a field its record predates has today's default
+    (the write-up's, which is what such a job trained with)."""
+    values = {}
+    for name, field in TrainConfig.model_fields.items():
+        if name in NOT_INHERITED:
+            continue
+        default = field.get_default(call_default_factory=True)
+        values[name] = origin.params.get(name, default)
+    return values
 
 
 def _class_count(settings: Settings, dataset: str) -> int:
