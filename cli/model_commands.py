@@ -1,4 +1,5 @@
-"""`tinyres` commands about trained models: list, evaluate, export, alias, predict."""
+"""`tinyres` commands about trained models: list, evaluate, export, alias, predict, and
+classify a whole source (`predict-batch`)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,38 @@ def export(
             display.print_json({"job": final, "file": str(output), "bytes": written})
         else:
             display.console.print(f"wrote {output} ({written} bytes)")
+
+    call_api(ctx, work)
+
+
+@app.command("predict-batch")
+def predict_batch(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(help="a folder or archive under the data root")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="where to write the CSV")],
+    model: Annotated[str | None, typer.Option(help="a model id or alias")] = None,
+    top_k: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Classify every image of a source on a worker, wait, and download predictions.csv."""
+
+    def work(client: Client, options: Options) -> None:
+        body: dict[str, Any] = {"source": source, "top_k": top_k}
+        if model is not None:
+            body["model"] = model
+        final = _wait(client, client.post("/jobs/predict", body)["id"])
+        if final["state"] != "succeeded":
+            show_job(options, final)
+            raise typer.Exit(EXIT_FAILED)
+        with output.open("wb") as target:
+            written = client.download(f"/jobs/{final['id']}/predictions.csv", target)
+        if options.json:
+            display.print_json({"job": final, "file": str(output), "bytes": written})
+        else:
+            result = final.get("result") or {}
+            display.console.print(
+                f"wrote {output} ({result.get('images', '?')} images, "
+                f"{result.get('unreadable_count', 0)} unreadable)"
+            )
 
     call_api(ctx, work)
 
