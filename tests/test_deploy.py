@@ -36,6 +36,7 @@ def test_compose_file_follows_the_compose_specification() -> None:
         "--builtin-schema",
         "vendor.compose-spec",
         str(REPO / "docker-compose.yml"),
+        str(REPO / "docker-compose.objectstore.yml"),
     ]
     result = subprocess.run(check, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -85,3 +86,35 @@ def test_dockerfile_runs_the_api_as_non_root() -> None:
     # Every package folder the code imports is copied into the image.
     for package in ("app", "core", "model", "worker"):
         assert f"COPY {package} ./{package}" in dockerfile
+
+
+def test_compose_object_store_variant() -> None:
+    """SeaweedFS under the `objectstore` profile (the default stack is unchanged), and the
+    override file that gives every app service the store and a scratch volume of its own."""
+    services = _compose()["services"]
+    seaweedfs = services["seaweedfs"]
+    assert seaweedfs["image"].startswith("chrislusf/seaweedfs")
+    assert seaweedfs["command"][:1] == ["server"] and "-s3" in seaweedfs["command"]
+    assert "ports" not in seaweedfs and "healthcheck" in seaweedfs
+    assert seaweedfs["profiles"] == services["seaweedfs-init"]["profiles"] == ["objectstore"]
+    for name in ("api", "worker", "datasets-worker", "redis", "postgres"):
+        assert "profiles" not in services[name]
+
+    override = yaml.safe_load((REPO / "docker-compose.objectstore.yml").read_text())["services"]
+    assert set(override) == {"api", "worker", "datasets-worker"}
+    sources = set()
+    for name, service in override.items():
+        env = service["environment"]
+        assert env["TINYRES_STORAGE_URL"].startswith("s3://")
+        assert env["TINYRES_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env)
+        # Compose merges volumes by target: /data is replaced, the shared `data` is gone.
+        [volume] = service["volumes"]
+        source, target = volume.split(":")
+        assert target == "/data" and source != "data", name
+        sources.add(source)
+        assert service["depends_on"]["seaweedfs-init"]["condition"] == (
+            "service_completed_successfully"
+        )
+        assert set(services[name]["volumes"]) == {"data:/data"}
+    assert len(sources) == 3  # no two services share one
