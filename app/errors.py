@@ -39,6 +39,7 @@ from app.uploads.errors import (
 from core.aliases import AliasConflict, AliasNotFound, ModelAliased
 from core.job_records import JobAlreadyFinished, JobNotFound
 from core.names import UnsafePathError
+from core.storage import StoreMisconfigured, StoreUnavailable
 from model.serving import BadImage, ImageTooLarge, ModelBroken
 
 RETRY_AFTER_SECONDS = 5
@@ -62,6 +63,8 @@ STATUS_CODES: dict[type[Exception], int] = {
     UnsafePathError: 422,
     ModelBroken: 500,
     BrokerUnavailable: 503,
+    StoreUnavailable: 503,
+    StoreMisconfigured: 503,
     QueueFull: 503,
     PredictorClosed: 503,
     # Uploads (tus) and sources: app/uploads/errors.py.

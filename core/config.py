@@ -78,6 +78,8 @@ class Settings(BaseSettings):
         default=None, description="This host's cache of objects read from the store."
     )
     cache_max_bytes: Annotated[int, Field(ge=0)] = 20 * 1024**3
+    # How long a store outage is retried (with backoff) before a job fails with the reason.
+    storage_retry_seconds: Annotated[float, Field(ge=0)] = 120.0
 
     @field_validator(
         "broker_url", "database_url", "api_key", "storage_url", "s3_endpoint_url", mode="before"

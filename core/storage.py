@@ -249,6 +249,6 @@ def open_store(
         bucket=parsed.netloc,
         prefix=parsed.path.strip("/"),
         endpoint_url=settings.s3_endpoint_url,
-        retry=retry or RetryPolicy(),
+        retry=retry or RetryPolicy(total_seconds=settings.storage_retry_seconds),
         **({"connect_timeout": timeout, "read_timeout": timeout} if timeout else {}),
     )
