@@ -1,9 +1,10 @@
-"""Keras 3 ResNet classifiers for 64x64 RGB images, and the preprocessing they expect.
+"""Keras 3 ResNet classifiers for 64x64 RGB images, preprocessing and augmentation inside.
 
-Importing ``model`` or ``model.config`` does not import TensorFlow: the API validates
-architectures with ``core.architecture`` alone. The Keras and TensorFlow names below are
-imported on first access (PEP 562 module ``__getattr__``), so ``from model import Resnet``
-works as usual.
+The package imports only Keras (and NumPy), so it runs under any Keras backend;
+``model.serving`` alone uses TensorFlow, to decode uploads. Importing ``model`` or
+``model.config`` imports neither: the API validates architectures with
+``core.architecture`` alone. The Keras names below are imported on first access (PEP 562
+module ``__getattr__``), so ``from model import Resnet`` works as usual.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from typing import TYPE_CHECKING, Any
 from model.config import IMAGE_SIZE, INPUT_SHAPE
 
 if TYPE_CHECKING:
+    from model.augment import RandomHorizontalFlip, RandomPadCrop
     from model.blocks import Bottleneck, Downsample, ResnetBasic, SpecialBottleneck, Tail
-    from model.preprocessing import augment, decode_image, preprocess, resize_to_input
+    from model.preprocessing import Rescale, Standardize, preprocess
     from model.resnet import Resnet, build_resnet
 
-# Public name -> submodule that defines it; these submodules import TensorFlow.
+# Public name -> submodule that defines it; these submodules import Keras.
 _LAZY = {
-    **dict.fromkeys(["augment", "decode_image", "preprocess", "resize_to_input"], "preprocessing"),
+    **dict.fromkeys(["Rescale", "Standardize", "preprocess"], "preprocessing"),
+    **dict.fromkeys(["RandomHorizontalFlip", "RandomPadCrop"], "augment"),
     **dict.fromkeys(
         ["Bottleneck", "Downsample", "ResnetBasic", "SpecialBottleneck", "Tail"], "blocks"
     ),
@@ -45,13 +48,14 @@ __all__ = [
     "INPUT_SHAPE",
     "Bottleneck",
     "Downsample",
+    "RandomHorizontalFlip",
+    "RandomPadCrop",
+    "Rescale",
     "Resnet",
     "ResnetBasic",
     "SpecialBottleneck",
+    "Standardize",
     "Tail",
-    "augment",
     "build_resnet",
-    "decode_image",
     "preprocess",
-    "resize_to_input",
 ]

@@ -2,20 +2,24 @@
 
 The network is ``Tail`` -> ``SpecialBottleneck`` -> per level: ``Bottleneck`` blocks and a
 ``Downsample`` -> batch norm, ReLU, global average pooling and a dense layer producing logits.
-Width and levels are validated by ``model.config.ArchitectureConfig``, the same bounds the
-API applies (``core.train_config.TrainConfig``).
+Before the tail, the network preprocesses its own inputs: uint8 pixels ``[batch, 64, 64, 3]``
+go through an optional ``RandomPadCrop`` and a ``RandomHorizontalFlip`` (training only, see
+``model.augment``), then ``Rescale`` and ``Standardize`` (``model.preprocessing``).
+Width and levels are checked against the bounds of ``model.config``, the same ones the API
+applies (``core.architecture.ArchitectureConfig``), in plain Python: ``model/`` imports
+nothing but Keras.
 """
 
 from __future__ import annotations
 
 import operator
+import random
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
-from pydantic import ValidationError
 
-from core.architecture import ArchitectureConfig
+from model.augment import RandomHorizontalFlip, RandomPadCrop
 from model.blocks import (
     BN_MOMENTUM,
     Bottleneck,
@@ -25,17 +29,30 @@ from model.blocks import (
     Tail,
     build_chain,
 )
-from model.config import INPUT_SHAPE
+from model.config import (
+    INPUT_SHAPE,
+    MAX_BLOCKS_PER_LEVEL,
+    MAX_LEVELS,
+    MAX_WIDTH,
+    MIN_WIDTH,
+    WRITEUP_LEVELS,
+    WRITEUP_WIDTH,
+)
+from model.preprocessing import Rescale, Standardize
+
+if TYPE_CHECKING:
+    from core.architecture import ArchitectureConfig
 
 
 @keras.saving.register_keras_serializable(package="tinyres")
 class Resnet(keras.Model):
     """The whole classifier; returns logits (no softmax).
 
-    Layers, in order: ``tail``, ``level_0_special``, then for each level ``i``
+    Layers, in order: ``crop`` (only with ``crop_padding``), ``flip``, ``rescale``,
+    ``standardize``, ``tail``, ``level_0_special``, then for each level ``i``
     ``level_{i}_bottleneck_{j}`` blocks and ``downsample_{i}``, then ``final_bn``,
-    ``final_relu``, ``gap`` and ``dense``. Inputs are preprocessed float images
-    (see ``model.preprocessing.preprocess``) of shape ``(batch, 64, 64, 3)``.
+    ``final_relu``, ``gap`` and ``dense``. Inputs are pixels 0..255 of shape
+    ``(batch, 64, 64, 3)``, uint8 or any numeric dtype.
 
     Args:
         classes: Number of output classes.
@@ -44,18 +61,29 @@ class Resnet(keras.Model):
         l2: L2 penalty factor of the dense kernel.
         class_names: Optional ``[{"index", "wnid", "label"}, ...]``, one per class. Kept
             in the config, so a saved ``.keras`` file carries the labels it predicts.
+        crop_padding: Pixels of padding of the random crop; 0 (the write-up) for none.
+        seed: Seeds the flips and crops (``model.augment``); ``None`` for one from
+            Python's ``random`` (seeded by ``keras.utils.set_random_seed``).
     """
 
     def __init__(
         self,
         classes: int,
-        width: int = 64,
-        levels: Iterable[int] = (4, 6, 3, 2),
+        width: int = WRITEUP_WIDTH,
+        levels: Iterable[int] = WRITEUP_LEVELS,
         l2: float = 0.01,
         class_names: list[dict[str, Any]] | None = None,
+        crop_padding: int = 0,
+        seed: int | None = None,
         **kwargs: Any,
     ) -> None:
         levels = _check_resnet_args(classes, width, levels, l2)
+        if not isinstance(crop_padding, int) or crop_padding < 0:
+            raise ValueError(
+                f"crop_padding must be a non-negative int. Received: crop_padding={crop_padding}"
+            )
+        if seed is None:
+            seed = random.randint(1, 2**30)
         if class_names is not None and len(class_names) != classes:
             raise ValueError(
                 f"class_names must have one entry per class ({classes}). "
@@ -67,7 +95,15 @@ class Resnet(keras.Model):
         self.width = width
         self.levels = levels
         self.l2 = float(l2)
+        self.crop_padding = crop_padding
+        self.seed = seed
         policy = self.dtype_policy
+        # Assigned in call order: Keras lists layers in the order they are set.
+        if crop_padding:
+            self.crop = RandomPadCrop(crop_padding, seed=seed + 1, name="crop")
+        self.flip = RandomHorizontalFlip(seed=seed, name="flip")
+        self.rescale = Rescale(name="rescale")
+        self.standardize = Standardize(name="standardize")
         self.tail = Tail(width, name="tail", dtype=policy)
         self.level_0_special = SpecialBottleneck(width, name="level_0_special", dtype=policy)
         # A plain list: Keras 3 tracks the layers (and their weights) it holds.
@@ -95,8 +131,13 @@ class Resnet(keras.Model):
             dtype="float32",
         )
 
+    def _preprocessing(self) -> list[keras.layers.Layer]:
+        crop = [self.crop] if self.crop_padding else []
+        return [*crop, self.flip, self.rescale, self.standardize]
+
     def _chain(self) -> list[keras.layers.Layer]:
         return [
+            *self._preprocessing(),
             self.tail,
             self.level_0_special,
             *self.blocks,
@@ -113,7 +154,12 @@ class Resnet(keras.Model):
         return (input_shape[0], self.classes)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        x = self.tail(inputs, training=training)
+        x = inputs
+        if self.crop_padding:
+            x = self.crop(x, training=training)
+        x = self.flip(x, training=training)
+        x = self.standardize(self.rescale(x))
+        x = self.tail(x, training=training)
         x = self.level_0_special(x, training=training)
         for block in self.blocks:
             x = block(x, training=training)
@@ -132,6 +178,8 @@ class Resnet(keras.Model):
             "levels": list(self.levels),
             "l2": self.l2,
             "class_names": self.class_names,
+            "crop_padding": self.crop_padding,
+            "seed": self.seed,
         }
 
     @classmethod
@@ -142,8 +190,8 @@ class Resnet(keras.Model):
 def _check_resnet_args(classes: Any, width: Any, levels: Any, l2: Any) -> list[int]:
     """Validates the Resnet arguments; returns levels as a list of ints.
 
-    Width and levels go through ``ArchitectureConfig``: the network and the API share one
-    set of bounds.
+    Width and levels get the bounds of ``model.config`` and the messages of
+    ``core.architecture.ArchitectureConfig``: the network and the API share one set of bounds.
     """
     if not isinstance(classes, int) or classes < 1:
         raise ValueError(f"classes must be a positive int. Received: classes={classes}")
@@ -154,12 +202,21 @@ def _check_resnet_args(classes: Any, width: Any, levels: Any, l2: Any) -> list[i
         raise ValueError(f"levels must be a sequence of ints. Received: levels={levels}") from None
     if not isinstance(width, int):
         raise ValueError(f"width must be an int. Received: width={width}")
-    try:
-        ArchitectureConfig(width=width, levels=counts)
-    except ValidationError as exc:
-        # The reasons alone (they show the value), without pydantic's framing.
-        reasons = (error["msg"].removeprefix("Value error, ") for error in exc.errors())
-        raise ValueError("; ".join(reasons)) from None
+    reasons = []
+    if not MIN_WIDTH <= width <= MAX_WIDTH or width % 4 != 0:
+        reasons.append(
+            f"width must be a multiple of 4 between {MIN_WIDTH} and {MAX_WIDTH}. "
+            f"Received: width={width}"
+        )
+    if not 1 <= len(counts) <= MAX_LEVELS:
+        reasons.append(f"levels must have 1 to {MAX_LEVELS} entries. Received: levels={counts}")
+    elif any(not 0 <= count <= MAX_BLOCKS_PER_LEVEL for count in counts):
+        reasons.append(
+            f"each entry of levels must be between 0 and {MAX_BLOCKS_PER_LEVEL}. "
+            f"Received: levels={counts}"
+        )
+    if reasons:
+        raise ValueError("; ".join(reasons))
     if not isinstance(l2, int | float) or l2 < 0:
         raise ValueError(f"l2 must be a non-negative number. Received: l2={l2}")
     return counts
@@ -170,6 +227,8 @@ def build_resnet(
     arch: ArchitectureConfig | None = None,
     l2: float = 0.01,
     class_names: list[dict[str, Any]] | None = None,
+    crop_padding: int = 0,
+    seed: int | None = None,
 ) -> Resnet:
     """Creates a ``Resnet`` with its weights, ready for ``summary()``, ``fit()`` or loading.
 
@@ -179,10 +238,18 @@ def build_resnet(
             of ``core.train_config``).
         l2: L2 penalty factor of the dense kernel.
         class_names: One ``{"index", "wnid", "label"}`` per class, saved with the model.
+        crop_padding: Padding of the random crop (pixels per side); 0, the write-up, for none.
+        seed: Seeds the flips and crops; ``None`` for one from Python's ``random``.
     """
-    arch = arch or ArchitectureConfig()
+    width, levels = (arch.width, list(arch.levels)) if arch else (WRITEUP_WIDTH, WRITEUP_LEVELS)
     model = Resnet(
-        classes, width=arch.width, levels=list(arch.levels), l2=l2, class_names=class_names
+        classes,
+        width=width,
+        levels=levels,
+        l2=l2,
+        class_names=class_names,
+        crop_padding=crop_padding,
+        seed=seed,
     )
     model.build((None, *INPUT_SHAPE))
     return model

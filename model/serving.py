@@ -2,9 +2,10 @@
 
 A model is a ``.keras`` file with an id; which file a model id names is the service's
 business (``app.model_registry``), not this module's. ``ModelCache`` keeps the last few
-loaded, each with a ``tf.function`` of fixed input signature that runs the shared
-``model.preprocessing.preprocess``, the network and a softmax, so no request ever
-retraces a graph or calls ``Model.predict``.
+loaded, each with a ``tf.function`` of fixed input signature that feeds uint8 pixels
+straight to the network (its preprocessing is inside it) and a softmax, so no request
+ever retraces a graph or calls ``Model.predict``. Models are served in float32, whatever
+precision they were trained in.
 
 Importing this module does not import TensorFlow (the API imports it at start-up); the
 first model load or image decode does.
@@ -52,7 +53,8 @@ class LoadedModel:
         id: The model id (its train job's id).
         network: The loaded ``keras.Model``.
         class_names: One class per output, in output order.
-        serve: ``tf.function`` from uint8 pixels ``[batch, 64, 64, 3]`` to probabilities.
+        serve: Function (a ``tf.function`` under TensorFlow) from uint8 pixels
+            ``[batch, 64, 64, 3]`` to probabilities.
     """
 
     id: str
@@ -66,37 +68,66 @@ class LoadedModel:
 
     def probabilities(self, pixels: np.ndarray) -> np.ndarray:
         """Class probabilities ``[batch, classes]`` (float32) of uint8 pixels."""
-        return self.serve(pixels).numpy()
+        return np.asarray(self.serve(pixels), dtype=np.float32)
 
 
 def load_model(model_id: str, path: Path) -> LoadedModel:
     """Loads a ``.keras`` model file and warms its serving function up (slow: seconds).
 
+    A model trained under mixed precision is served in float32 (see ``as_float32``).
+
     Raises:
         ModelBroken: The file is not a loadable tinyres model.
     """
     import keras
-    import tensorflow as tf
 
     import model.resnet  # noqa: F401  (registers the tinyres layers for deserialization)
-    from model.preprocessing import preprocess
 
     try:
-        network = keras.saving.load_model(path, compile=False)
+        network = as_float32(keras.saving.load_model(path, compile=False))
     except Exception as exc:  # Keras raises many kinds for a bad file
         raise ModelBroken(f"model {model_id} cannot be loaded: {type(exc).__name__}") from exc
-    signature = tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8, name="images")
-
-    @tf.function(input_signature=[signature])
-    def serve(images: tf.Tensor) -> tf.Tensor:
-        logits = network(preprocess(images), training=False)
-        # A mixed-precision network answers in bfloat16; probabilities are float32.
-        return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
-
+    serve = _serving_function(network)
     # Warm-up: the first call traces the graph; no request should pay for that.
     outputs = serve(np.zeros((1, *INPUT_SHAPE), np.uint8)).shape[-1]
     names = _class_names(network, outputs)
     return LoadedModel(id=model_id, network=network, class_names=names, serve=serve)
+
+
+def as_float32(network: Any) -> Any:
+    """``network`` computing in float32: itself, or a float32 copy of a mixed-precision one.
+
+    A ``.keras`` file keeps its dtype policy (``mixed_bfloat16`` for a GPU-trained model), and
+    bf16 on the API's CPU is slow and coarse. The variables are float32 under any mixed
+    policy, so the copy (rebuilt from the config with a float32 policy) gets them exactly.
+    """
+    if network.dtype_policy.name == "float32":
+        return network
+    copy = type(network).from_config({**network.get_config(), "dtype": "float32"})
+    copy.build((None, *INPUT_SHAPE))
+    copy.set_weights(network.get_weights())
+    return copy
+
+
+def _serving_function(network: Any) -> Callable[[Any], Any]:
+    """uint8 pixels ``[batch, 64, 64, 3]`` -> float32 probabilities, straight through the
+    network (which preprocesses its own inputs) and a softmax.
+
+    Under TensorFlow a ``tf.function`` of fixed input signature, traced once for any batch
+    size; under another backend the network called as it is.
+    """
+    import keras
+
+    def probabilities(images: Any) -> Any:
+        logits = network(images, training=False)
+        return keras.ops.softmax(keras.ops.cast(logits, "float32"), axis=-1)
+
+    if keras.backend.backend() != "tensorflow":
+        return probabilities
+    import tensorflow as tf
+
+    signature = tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8, name="images")
+    return tf.function(probabilities, input_signature=[signature])
 
 
 def _class_names(network: Any, outputs: int) -> ClassNames:
@@ -171,10 +202,10 @@ class ModelCache:
 
 @functools.cache
 def _decoder() -> Callable[[Any], Any]:
-    """``model.preprocessing.decode_image`` compiled once for scalar string inputs."""
+    """``core.tf_decode.decode_image`` compiled once for scalar string inputs."""
     import tensorflow as tf
 
-    from model.preprocessing import decode_image
+    from core.tf_decode import decode_image
 
     return tf.function(decode_image, input_signature=[tf.TensorSpec([], tf.string)])
 
@@ -184,7 +215,7 @@ def decode_upload(data: bytes, max_pixels: int) -> np.ndarray:
 
     The upload goes through what sharding does to a source file (``core.images.to_stored``:
     the same format allowlist, pixel bound and RGB conversion), then through
-    ``model.preprocessing.decode_image``, the decoder the train pipeline uses, so the same
+    ``core.tf_decode.decode_image``, the decoder the train pipeline uses, so the same
     file gives the same pixels whether it was sharded or uploaded. An image of too many
     pixels (a decompression bomb: a few KB of PNG can claim 20000x20000) is refused from
     its header, before anything is decoded.

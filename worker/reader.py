@@ -6,20 +6,27 @@ element costs more than decoding a 64x64 JPEG:
 
     shard files (shuffled, train) -> parallel interleave of TFRecord readers
     -> [shuffle serialized records (train, streaming)] -> batch -> parse + hold-out mask
-    -> decode each image to uint8 64x64x3 (``model.preprocessing.decode_image``)
+    -> decode each image to uint8 64x64x3 (``core.tf_decode.decode_image``)
     -> [unbatch -> cache -> shuffle (train) -> batch]   (cached splits only)
-    -> augment (train) + preprocess, fused by XLA -> prefetch
+    -> prefetch: batches of (uint8 images, int32 labels)
 
 Choices:
 
-* Decoding and preprocessing happen here, not at write time: shards stay as small as the
-  source JPEGs, and the work runs in parallel with training. Augmentation and
-  preprocessing run on whole batches in one XLA-compiled function (about 3x faster on a
-  CPU than the same TensorFlow ops one by one).
+* The host only decodes, shuffles and batches; it ships uint8 pixels, a quarter of the
+  bytes of float32. Flips, crops, rescaling and standardization are layers of the network
+  (``model.augment``, ``model.preprocessing``) and run on the device. Decoding happens
+  here, not at write time: shards stay as small as the source JPEGs, and the work runs in
+  parallel with training.
 * Epochs: ``train_epochs(first, last)`` is ``Dataset.range(first, last).flat_map(epoch)``,
-  where an epoch's file order, shuffle and flips are functions of
-  ``(seed, epoch)``: the graph is the same size for 1 or 10,000 epochs, and a run resumed
-  at epoch ``e`` sees exactly the batches an uninterrupted run would have seen.
+  where an epoch's file order and shuffle are functions of ``(seed, epoch)``: the graph is
+  the same size for 1 or 10,000 epochs, and a run resumed at epoch ``e`` sees exactly the
+  batches an uninterrupted run would have seen (the network's flips follow from its saved
+  random state, see ``model.augment``).
+* Train batches are all full (``drop_remainder``): an epoch is
+  ``steps_per_epoch = floor(train_count / batch_size)`` steps, the write-up's, and a
+  different last batch shape never makes the train step compile a second time. The up to
+  ``batch_size - 1`` images left out differ from epoch to epoch (the shuffle differs). A
+  split smaller than one batch is refused (``ValueError``).
 * Shuffling: ``Dataset.shuffle`` through a ``shuffle_buffer``-element buffer, seeded by
   ``(seed, epoch)`` alone (``worker.train_epochs``); a streaming train split shuffles
   serialized records (a few KB each) before decoding, so the buffer is cheap; a cached one
@@ -34,7 +41,8 @@ Choices:
   ``HOLDOUT_BUCKETS`` buckets) below ``val_fraction * HOLDOUT_BUCKETS``. The hash is of the
   image's path in the source, so the same images are held out on every run and machine,
   whatever the shard count or seed, and train and validation never share an image.
-* The validation pipeline is finite: one iteration is one pass, never flipped.
+* The validation pipeline is finite: one iteration is one pass over every image (its last
+  batch may be smaller).
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ from worker.shard_reader import (
     records,
 )
 from worker.sharding.records import tf_compression
-from worker.train_epochs import PipelineOptions, preprocessor, train_epochs
+from worker.train_epochs import PipelineOptions, train_epochs
 
 DEFAULT_SHUFFLE_BUFFER = 5000  # the write-up's FLAGS.shuffle
 DECODED_IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * 3
@@ -71,8 +79,9 @@ DECODED_IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * 3
 class Datasets:
     """What training needs to know about its input.
 
-    ``train_epochs`` and ``val`` yield ``(images float32 [B, 64, 64, 3], labels int32 [B])``;
-    an epoch is one pass over the split (the last batch may be smaller).
+    ``train_epochs`` and ``val`` yield ``(images uint8 [B, 64, 64, 3], labels int32 [B])``.
+    A train epoch is ``steps_per_epoch`` full batches; ``val`` is one pass over every
+    validation image (its last batch may be smaller).
     """
 
     val: tf.data.Dataset
@@ -89,7 +98,7 @@ class Datasets:
     def train_epochs(self, first: int, last: int) -> tf.data.Dataset:
         """Epochs ``first`` .. ``last - 1`` of training, back to back.
 
-        Epoch ``e`` is shuffled and flipped from ``(seed, e)`` alone, never from how many
+        Epoch ``e`` is shuffled from ``(seed, e)`` alone, never from how many
         epochs ran before in this process: a run resumed at epoch ``e`` sees exactly the
         batches an uninterrupted run would have seen (with ``deterministic``). A cached
         split is decoded once and shared by every epoch.
@@ -106,8 +115,6 @@ def make_datasets(
     val_fraction: float = 0.1,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
     deterministic: bool = False,
-    augment_train: bool = True,
-    jit_compile: bool = True,
 ) -> Datasets:
     """Build the train and validation pipelines of a sharded dataset.
 
@@ -115,17 +122,15 @@ def make_datasets(
         dataset_dir: The dataset's folder (holding ``manifest.json``).
         batch_size: Images per batch.
         cache_bytes: Memory allowed for caching decoded images (``Settings.reader_cache_bytes``).
-        seed: Seeds file order, shuffling and flips.
+        seed: Seeds file order and shuffling.
         val_fraction: Share of train records held out when the dataset has no val split.
         shuffle_buffer: Size of the train shuffle buffer, in images.
         deterministic: Keep the element order reproducible (slower parallel stages).
-        augment_train: Apply random flips to train batches.
-        jit_compile: Fuse augmentation and preprocessing with XLA; False runs the plain ops
-            (identical results up to float rounding).
 
     Raises:
         DatasetNotFoundError: No finished dataset at ``dataset_dir``.
-        ValueError: Bad ``batch_size`` or ``val_fraction``, or an empty split.
+        ValueError: Bad ``batch_size`` or ``val_fraction``, an empty split, or fewer
+            training images than ``batch_size`` (not one full batch).
     """
     _check_args(batch_size, val_fraction, shuffle_buffer)
     folder = fspath(dataset_dir).rstrip("/")
@@ -146,6 +151,12 @@ def make_datasets(
         train_count = manifest.splits["train"].count
     if train_count == 0:
         raise ValueError(f"dataset {manifest.name} has no training images left")
+    if train_count < batch_size:
+        raise ValueError(
+            f"batch_size {batch_size} is larger than the {train_count} training images of "
+            f"dataset {manifest.name}: an epoch would not have one full batch. "
+            f"Use a batch_size of at most {train_count}"
+        )
     train_cached = train_count * DECODED_IMAGE_BYTES <= cache_bytes
     val_budget = cache_bytes - (train_count * DECODED_IMAGE_BYTES if train_cached else 0)
     val_cached = val_count * DECODED_IMAGE_BYTES <= val_budget
@@ -154,8 +165,6 @@ def make_datasets(
         seed=seed,
         deterministic=deterministic,
         shuffle_buffer=min(shuffle_buffer, train_count),
-        augment_train=augment_train,
-        jit_compile=jit_compile,
     )
     train_holdout = HoldOut(threshold, validation=False) if holdout else None
     val_holdout = HoldOut(threshold, validation=True) if holdout else None
@@ -167,7 +176,7 @@ def make_datasets(
         classes=list(manifest.classes),
         train_count=train_count,
         val_count=val_count,
-        steps_per_epoch=math.ceil(train_count / batch_size),
+        steps_per_epoch=train_count // batch_size,
         val_steps=math.ceil(val_count / batch_size),
         train_cached=train_cached,
         val_cached=val_cached,
@@ -197,15 +206,11 @@ def _val_pipeline(
     cache: bool,
     options: PipelineOptions,
 ) -> tf.data.Dataset:
-    """Batches of preprocessed validation images, one pass per iteration, never flipped."""
+    """Batches of uint8 validation images, one pass over all of them per iteration."""
     stream = records(files, compression, deterministic=options.deterministic)
     dataset = decode_batches(stream, holdout, options.batch_size, options.parallel)
     if cache:
         dataset = dataset.unbatch().cache().batch(options.batch_size)
-    only_preprocess = preprocessor(options)
-    dataset = dataset.map(
-        lambda images, labels: (only_preprocess(images), labels), **options.parallel
-    )
     tf_options = tf.data.Options()
     tf_options.deterministic = options.deterministic
     # Keras drops the validation iterator after every pass; with autotuning on, its

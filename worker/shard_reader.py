@@ -2,7 +2,7 @@
 
 The building blocks of ``worker.reader``'s pipelines (and of the dataset preview): the
 record stream of a list of shard files, the hold-out rule, and decoding batches to uint8
-pixels with ``model.preprocessing.decode_image``.
+pixels with ``core.tf_decode.decode_image`` (the decoder ``/predict`` uses too).
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import tensorflow as tf
 
+from core.tf_decode import decode_image
 from model.config import IMAGE_SIZE
-from model.preprocessing import decode_image
 from worker.sharding.records import parse_record, parse_records
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -110,8 +110,14 @@ def decode_batches(
     holdout: HoldOut | None,
     batch_size: int,
     parallel: dict[str, Any],
+    *,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
-    """Serialized records -> batches of ``(uint8 images, int32 labels)``, hold-out applied."""
+    """Serialized records -> batches of ``(uint8 images, int32 labels)``, hold-out applied.
+
+    With ``drop_remainder`` every batch is full: the last, short one of the pass is dropped
+    (after the hold-out, so it drops fewer than ``batch_size`` of the kept records).
+    """
 
     def parse_batch(batch: tf.Tensor) -> dict[str, tf.Tensor]:
         fields = parse_records(batch, READ_FIELDS)
@@ -125,7 +131,9 @@ def decode_batches(
         images = tf.map_fn(decode_image, fields["image"], fn_output_signature=_IMAGE_SPEC)
         return images, tf.cast(fields["label"], tf.int32)
 
-    dataset = serialized.batch(batch_size).map(parse_batch, **parallel)
+    first_drop = drop_remainder and holdout is None
+    dataset = serialized.batch(batch_size, drop_remainder=first_drop).map(parse_batch, **parallel)
     if holdout is not None:
-        dataset = dataset.rebatch(batch_size)  # the hold-out left batches short
+        # The hold-out left batches short.
+        dataset = dataset.rebatch(batch_size, drop_remainder=drop_remainder)
     return dataset.map(decode_batch, **parallel)

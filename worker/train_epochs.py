@@ -1,13 +1,19 @@
 """The train pipeline as a function of the epoch: ``Datasets.train_epochs``.
 
-``Dataset.range(first, last).flat_map(one_epoch)``: one epoch's file order, shuffle and
-flips are functions of ``(seed, epoch)`` alone, so the graph is the same size for 1 or
-10,000 epochs, and epoch ``e`` is the same whichever epoch a run started at (exact
-resume). File order and flips come from stateless ops (``tf.random.experimental``); the
-records are shuffled by ``Dataset.shuffle`` (``shuffle_buffer`` elements: serialized
-records when streaming, decoded images when cached) with the epoch's seed as a tensor and
-the graph-level seed pinned, so the process's global seed (``tf.random.set_seed``) plays
-no part. ``one_epoch`` is traced once: building ``train_epochs(first, last)`` is cheap.
+``Dataset.range(first, last).flat_map(one_epoch)``: one epoch's file order and shuffle are
+functions of ``(seed, epoch)`` alone, so the graph is the same size for 1 or 10,000
+epochs, and epoch ``e`` is the same whichever epoch a run started at (exact resume). File
+order comes from a stateless op (``tf.random.experimental``); the records are shuffled by
+``Dataset.shuffle`` (``shuffle_buffer`` elements: serialized records when streaming,
+decoded images when cached) with the epoch's seed as a tensor and the graph-level seed
+pinned, so the process's global seed (``tf.random.set_seed``) plays no part.
+``one_epoch`` is traced once: building ``train_epochs(first, last)`` is cheap.
+
+Batches are uint8 pixels and every one is full (``drop_remainder``: an epoch is
+``floor(count / batch_size)`` steps, the write-up's, and no smaller last batch makes the
+train step compile twice). Flips, crops and standardization happen in the network
+(``model.augment``, ``model.preprocessing``), on the device, reproducible from the
+checkpoint: the host only decodes, shuffles and batches.
 """
 
 from __future__ import annotations
@@ -18,11 +24,10 @@ from typing import Any
 
 import tensorflow as tf
 
-from model.preprocessing import augment, preprocess
 from worker.shard_reader import AUTOTUNE, HoldOut, decode_batches, records
 
 EPOCH_SALT = 0x7E0C
-_FILES, _FLIPS = 0, 2  # what each sub-seed of an epoch's key draws
+_FILES = 0  # what the sub-seed of an epoch's key draws
 SHUFFLE_SEED_STEP = 1_000_003  # the shuffle seed of an epoch: seed * step + epoch + 1
 
 
@@ -34,29 +39,10 @@ class PipelineOptions:
     seed: int
     deterministic: bool
     shuffle_buffer: int = 1
-    augment_train: bool = True
-    jit_compile: bool = True
 
     @property
     def parallel(self) -> dict[str, Any]:
         return {"num_parallel_calls": AUTOTUNE, "deterministic": self.deterministic}
-
-
-def _augment_preprocess(images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-    return preprocess(augment(images, seed=seed))
-
-
-# XLA fuses the flip, the cast and the standardization into about one pass over the batch:
-# about 3x faster on a CPU than the same ops run one by one.
-_FUSED = {
-    "augment": tf.function(_augment_preprocess, jit_compile=True),
-    "preprocess": tf.function(preprocess, jit_compile=True),
-}
-
-
-def preprocessor(options: PipelineOptions) -> Callable[[tf.Tensor], tf.Tensor]:
-    """``preprocess``, XLA-fused unless ``jit_compile`` is off."""
-    return _FUSED["preprocess"] if options.jit_compile else preprocess
 
 
 def train_epochs(
@@ -70,8 +56,6 @@ def train_epochs(
     parallel = options.parallel
     paths = tf.constant(list(files), tf.string)
     window = max(options.shuffle_buffer, 1)
-    transform = _FUSED["augment"] if options.jit_compile else _augment_preprocess
-    only_preprocess = preprocessor(options)
     cached = None
     if cache:
         stream = records(paths, compression, deterministic=options.deterministic)
@@ -84,18 +68,12 @@ def train_epochs(
         key = fold(tf.constant([options.seed, EPOCH_SALT], tf.int64), epoch)
         shuffle_seed = tf.constant(options.seed, tf.int64) * SHUFFLE_SEED_STEP + epoch + 1
         if cached is not None:
-            batches = shuffled(cached, window, shuffle_seed).batch(options.batch_size)
-        else:
-            order = tf.random.experimental.stateless_shuffle(paths, seed=fold(key, _FILES))
-            stream = records(order, compression, deterministic=options.deterministic)
-            stream = shuffled(stream, window, shuffle_seed)
-            batches = decode_batches(stream, holdout, options.batch_size, parallel)
-        if not options.augment_train:
-            return batches.map(lambda images, labels: (only_preprocess(images), labels), **parallel)
-        flips = fold(key, _FLIPS)
-        return batches.enumerate().map(
-            lambda step, batch: (transform(batch[0], fold(flips, step)), batch[1]), **parallel
-        )
+            shuffled_images = shuffled(cached, window, shuffle_seed)
+            return shuffled_images.batch(options.batch_size, drop_remainder=True)
+        order = tf.random.experimental.stateless_shuffle(paths, seed=fold(key, _FILES))
+        stream = records(order, compression, deterministic=options.deterministic)
+        stream = shuffled(stream, window, shuffle_seed)
+        return decode_batches(stream, holdout, options.batch_size, parallel, drop_remainder=True)
 
     # Traced once, here: each epochs(first, last) then only calls it.
     traced = tf.function(one_epoch).get_concrete_function(tf.TensorSpec([], tf.int64))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -13,9 +16,10 @@ import tensorflow as tf
 
 from core.architecture import ArchitectureConfig
 from core.train_config import preset_architecture
-from model import INPUT_SHAPE, Resnet, build_resnet, preprocess
+from model import INPUT_SHAPE, Resnet, build_resnet
 from tests.model.utils import random_images, randomize_weights
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ArchitectureConfig(width=8, levels=[1, 1])
 CLASSES = 10
 
@@ -49,6 +53,9 @@ def test_preset_gives_logits_per_class(preset: str, total: int, trainable: int) 
 
 def test_layer_names_are_predictable(tiny: Resnet) -> None:
     assert [layer.name for layer in tiny.layers] == [
+        "flip",
+        "rescale",
+        "standardize",
         "tail",
         "level_0_special",
         "level_0_bottleneck_0",
@@ -147,7 +154,7 @@ def test_dtype_policy_reaches_nested_layers() -> None:
     assert model(random_images(1), training=False).dtype == tf.float32
 
 
-def _learnable_batch(count: int, classes: int, seed: int = 0) -> tuple[tf.Tensor, np.ndarray]:
+def _learnable_batch(count: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Noise images whose label is the quadrant holding a bright square: a batch a small
     network can learn, with true labels."""
     rng = np.random.default_rng(seed)
@@ -157,10 +164,10 @@ def _learnable_batch(count: int, classes: int, seed: int = 0) -> tuple[tf.Tensor
     for image, label in zip(images, labels, strict=True):
         top, left = (label // 2) * half, (label % 2) * half
         image[top + 8 : top + half - 8, left + 8 : left + half - 8] = 255
-    return preprocess(images), labels
+    return images, labels  # uint8: the network preprocesses them itself
 
 
-def _accuracy(model: keras.Model, images: tf.Tensor, labels: np.ndarray) -> float:
+def _accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray) -> float:
     logits = model(images, training=False)
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
@@ -215,3 +222,35 @@ def test_the_head_computes_in_float32_under_mixed_precision() -> None:
     assert network.tail.compute_dtype == "bfloat16"
     assert network.dense.compute_dtype == "float32"
     assert keras.backend.standardize_dtype(logits.dtype) == "float32"
+
+
+def test_the_crop_layer_comes_first_and_is_saved(tmp_path: Path) -> None:
+    model = build_resnet(CLASSES, TINY, crop_padding=4, seed=11)
+    assert [layer.name for layer in model.layers][:4] == ["crop", "flip", "rescale", "standardize"]
+    assert (model.crop.padding, model.crop.seed, model.flip.seed) == (4, 12, 11)
+    path = tmp_path / "crop.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_config()["crop_padding"] == 4 and loaded.crop.padding == 4
+    images = random_images(3)
+    np.testing.assert_allclose(loaded(images, training=False), model(images), atol=1e-6)
+    with pytest.raises(ValueError, match="Received: crop_padding=-1"):
+        build_resnet(CLASSES, TINY, crop_padding=-1)
+
+
+def test_any_numeric_dtype_gives_the_same_logits(tiny: Resnet) -> None:
+    images = random_images(2, seed=4)
+    expected = tiny(images, training=False)
+    for dtype in ("float32", "int32", "float64"):
+        np.testing.assert_allclose(tiny(images.astype(dtype), training=False), expected, atol=1e-6)
+
+
+def test_model_package_imports_only_keras() -> None:
+    """model/ (but serving, which decodes uploads) runs without TensorFlow in its imports."""
+    code = (
+        "import sys, model.resnet, model.augment, model.preprocessing, model.blocks; "
+        "bad = {'tensorflow', 'pydantic', 'core'} & {m.split('.')[0] for m in sys.modules}; "
+        "assert not bad, bad"
+    )
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, timeout=120)

@@ -15,8 +15,8 @@ from PIL import Image
 
 from core.architecture import ArchitectureConfig
 from core.manifest import ClassEntry
+from core.tf_decode import decode_image, resize_to_input
 from model import build_resnet
-from model.preprocessing import decode_image, preprocess, resize_to_input
 from model.serving import (
     BadImage,
     ImageTooLarge,
@@ -63,7 +63,8 @@ def loaded(saved: Path) -> LoadedModel:
 def test_loaded_model_matches_the_network_called_directly(loaded: LoadedModel, saved: Path) -> None:
     pixels = np.stack([_pixels(seed) for seed in range(3)])
     network = keras.saving.load_model(saved, compile=False)
-    expected = tf.nn.softmax(network(preprocess(pixels), training=False)).numpy()
+    # The network takes the uint8 pixels as they are: its preprocessing is inside it.
+    expected = tf.nn.softmax(network(pixels, training=False)).numpy()
     got = loaded.probabilities(pixels)
     assert got.dtype == np.float32 and got.shape == (3, 5)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -75,6 +76,25 @@ def test_serving_function_is_traced_once_for_any_batch_size(loaded: LoadedModel)
     for batch in (1, 2, 7):
         loaded.probabilities(np.zeros((batch, 64, 64, 3), np.uint8))
     assert loaded.serve.experimental_get_tracing_count() == 1  # type: ignore[attr-defined]
+
+
+def test_a_mixed_precision_model_is_served_in_float32(tmp_path: Path) -> None:
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        network = build_resnet(5, ArchitectureConfig(width=8, levels=[1]), class_names=NAMES)
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert network.tail.compute_dtype == "bfloat16"
+    path = tmp_path / "bf16.keras"
+    network.save(path)
+    served = load_model("bf16", path)
+    assert served.network.dtype_policy.name == "float32"
+    assert served.network.tail.compute_dtype == "float32"
+    pixels = np.stack([_pixels(seed) for seed in range(2)])
+    float32 = build_resnet(5, ArchitectureConfig(width=8, levels=[1]))
+    float32.set_weights(network.get_weights())  # the same float32 variables
+    expected = tf.nn.softmax(float32(pixels, training=False)).numpy()
+    np.testing.assert_allclose(served.probabilities(pixels), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_model_saved_without_class_names_gets_numbered_ones(tmp_path: Path) -> None:
