@@ -6,7 +6,7 @@ of the tests. Everything is measured in one run, on the ``writeup`` preset (untr
 
 1. In-process latency of one image through the serving path (``decode_upload``, the
    serving ``tf.function`` of ``model.serving``, ``top_k``) against a bare ``tf.function``
-   of the same network on already preprocessed pixels. Target: at most 1.5x.
+   of the same network on already decoded pixels. Target: at most 1.5x.
 2. Real uvicorn servers, one after the other, each in its own process: the API with
    batching on, the API with batching off, and a naive app (``naive_app`` below) that calls
    ``model.predict`` per request. A load generator in another process (``load``
@@ -96,10 +96,10 @@ def naive_app() -> Any:
 
     @app.post("/predict")
     def predict(image: UploadFile = File(...), top_k: int = Form(5)) -> dict[str, Any]:
-        from model.preprocessing import decode_image, preprocess
+        from core.tf_decode import decode_image
 
         network = state["model"]
-        logits = network.predict(preprocess(decode_image(image.file.read())[None]), verbose=0)
+        logits = network.predict(decode_image(image.file.read())[None], verbose=0)
         exp = np.exp(logits[0] - logits[0].max())
         probs = exp / exp.sum()
         best = np.argsort(-probs)[:top_k]
@@ -211,17 +211,17 @@ def in_process(settings: Any, model_id: str, images: list[bytes], rounds: int) -
 
     from app.batching import Predictor
     from core import layout
+    from core.tf_decode import decode_image
     from model.config import INPUT_SHAPE
-    from model.preprocessing import decode_image, preprocess
     from model.serving import decode_upload, load_model, top_k
 
     loaded = load_model(model_id, layout.model_path(settings, model_id))
     network = loaded.network
     bare = tf.function(
         lambda x: network(x, training=False),
-        input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.float32)],
+        input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8)],
     )
-    inputs = [preprocess(decode_image(data)[None]) for data in images]
+    inputs = [decode_image(data)[None] for data in images]
 
     def serving(data: bytes) -> list[Any]:
         pixels = decode_upload(data, settings.max_image_pixels)[None]

@@ -9,7 +9,7 @@ a. bytes on disk per image: our shards vs the source JPEGs (target <= 1.15x) and
    write-up's shards of preprocessed float32 tensors (``tf.io.serialize_tensor`` in a
    ``tf.train.Example``, GZIP; target <= 1/6);
 b. shard-writing throughput, ours vs the write-up's (target >= 10x);
-c. reader throughput: decoded, augmented, preprocessed batches of the pipeline training
+c. reader throughput: decoded uint8 batches of the pipeline training
    reads (``make_datasets(...).train_epochs(0, 1)``: one epoch, cache off) vs a bare
    decode-only tf.data loop over the same JPEG bytes held in memory (target >= 0.8x);
 d. peak RSS of sharding 10,000 vs ``--memory-images`` images, each in a fresh process
@@ -188,7 +188,7 @@ def shard_like_the_writeup(files: list[Path], dataset: Path) -> int:
 def reader_row(dataset: Path, files: list[Path], repeats: int) -> Row:
     import tensorflow as tf
 
-    from model.preprocessing import decode_image
+    from core.tf_decode import decode_image
     from worker.reader import make_datasets
 
     data = make_datasets(dataset, BATCH_SIZE, cache_bytes=0, seed=0)

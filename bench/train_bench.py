@@ -16,13 +16,12 @@ a. the job: a ``train`` job in a ``JobStore`` (SQLite under a temporary data roo
    ``EpochCheckpoint.on_epoch_end``, which runs after). A second row times the whole
    cycle, checkpoint included: the interval between the modification times of consecutive
    checkpoint files.
-b. the baseline: the same train images (the hold-out rule's train side) decoded to uint8,
-   preprocessed with ``model.preprocessing.preprocess`` into one float32 array, the same
-   model compiled the same way (SGD lr 0.01 momentum 0.9, sparse cross-entropy on logits,
-   accuracy, ``jit_compile`` as the job would choose), and ``fit(x, y, batch_size,
-   epochs, shuffle=True, validation_data=(the held-out images, preprocessed), verbose=0)``
+b. the baseline: the same train images (the hold-out rule's train side) decoded to one
+   uint8 array (the network preprocesses and flips inside itself, as in the job), the same
+   model built and compiled by the job's recipe (``worker.recipes``), and ``fit(x, y,
+   batch_size, epochs, shuffle=True, validation_data=(the held-out images), verbose=0)``
    with a callback timing each epoch (training and validation, as the job's seconds).
-   The job also augments (random flips) and reads through tf.data; the baseline does not.
+   The job reads through tf.data and reports progress; the baseline does not.
 
 Target: (a) / (b) >= 0.9, on the steady-state epochs 2..N (epoch 1 of each side traces
 the functions, and the job's decodes and caches the dataset). Also reported:
@@ -478,11 +477,11 @@ def baseline_child(config: dict[str, Any]) -> dict[str, Any]:
 
     from core.config import Settings
     from core.manifest import load_manifest
+    from core.tf_decode import decode_image
     from core.train_config import TrainConfig
-    from model.preprocessing import decode_image, preprocess
-    from model.resnet import build_resnet
-    from worker.devices import configure_devices, use_xla
+    from worker.devices import configure_devices
     from worker.reader import holdout_threshold, is_held_out, parse, records, shard_paths
+    from worker.recipes import build_model, compile_model
     from worker.sharding import tf_compression
 
     settings = Settings(data_root=Path(config["data_root"]))
@@ -514,19 +513,13 @@ def baseline_child(config: dict[str, Any]) -> dict[str, Any]:
             parts[side][1].append(labels[held == side])
     x_u8, y = np.concatenate(parts[False][0]), np.concatenate(parts[False][1])
     xv_u8, yv = np.concatenate(parts[True][0]), np.concatenate(parts[True][1])
-    x, xv = to_float(x_u8, preprocess), to_float(xv_u8, preprocess)
-    del x_u8, xv_u8, parts
+    # uint8, as the job's reader ships them: the network preprocesses inside itself.
+    x, xv = x_u8, xv_u8
+    del parts
 
     with strategy.scope():
-        model = build_resnet(len(manifest.classes), params.architecture, l2=params.l2)
-        model.compile(
-            optimizer=keras.optimizers.SGD(
-                learning_rate=params.learning_rate, momentum=params.momentum
-            ),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-            jit_compile=use_xla(settings),
-        )
+        model = build_model(params, [c.model_dump() for c in manifest.classes])
+        compile_model(model, params, settings)
     timer = epoch_timer()
     model.fit(
         x,
@@ -547,15 +540,6 @@ def baseline_child(config: dict[str, Any]) -> dict[str, Any]:
         },
     }
 
-
-def to_float(images: Any, preprocess: Any) -> Any:
-    """uint8 [N, 64, 64, 3] -> preprocessed float32, a chunk at a time."""
-    import numpy as np
-
-    out = np.empty(images.shape, np.float32)
-    for start in range(0, len(images), 512):
-        out[start : start + 512] = preprocess(images[start : start + 512]).numpy()
-    return out
 
 
 def epoch_timer() -> Any:

@@ -1,7 +1,7 @@
 """The one image decoder of training and serving: which files are images, and their pixels.
 
 Sharding and ``/predict`` both pass a file through ``to_stored``, and then through the same
-TensorFlow decode (``model.preprocessing.decode_image``), so the same file always gives
+TensorFlow decode (``core.tf_decode.decode_image``), so the same file always gives
 the same pixels whether it was sharded or uploaded. Pillow and NumPy only, no TensorFlow.
 
 * Formats: JPEG, PNG, BMP, GIF and WebP (camera JPEGs that Pillow opens as "MPO" come

@@ -91,13 +91,3 @@ class Standardize(keras.layers.Layer):
 
     def call(self, inputs: Any) -> Any:
         return standardize(inputs)
-
-
-def __getattr__(name: str) -> Any:
-    # Temporary forwarding: the TensorFlow decode moved to ``core.tf_decode`` (model/ imports
-    # only Keras). Remove once no caller imports it from here.
-    if name in ("decode_image", "resize_to_input"):
-        import core.tf_decode
-
-        return getattr(core.tf_decode, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -32,11 +32,11 @@ def _direct_probabilities(model_file: Path, images: list[bytes]) -> np.ndarray:
     import keras
     import tensorflow as tf
 
-    from model.preprocessing import decode_image, preprocess
+    from core.tf_decode import decode_image
 
     network = keras.saving.load_model(model_file, compile=False)
     pixels = tf.stack([decode_image(data) for data in images])
-    return tf.nn.softmax(network(preprocess(pixels), training=False)).numpy()
+    return tf.nn.softmax(network(pixels, training=False)).numpy()
 
 
 async def test_predict_answers_sorted_labelled_and_as_the_model_does(

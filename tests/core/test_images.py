@@ -13,7 +13,7 @@ from PIL import Image
 
 from core.images import JPEG, PNG, ImageRejected, ImageTooLarge, to_stored
 from core.manifest import load_manifest
-from model.preprocessing import decode_image, resize_to_input
+from core.tf_decode import decode_image, resize_to_input
 from model.serving import BadImage, decode_upload
 from tools.datasets import digit_image, encode, odd_images
 from worker.reader import decoded, shard_paths

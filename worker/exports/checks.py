@@ -3,7 +3,7 @@
 Each artifact is run by the runtime its users will run it with (TensorFlow for a
 SavedModel, onnxruntime for ONNX, the LiteRT interpreter for ``.tflite``) on the model's
 dataset's val split, read a batch at a time from the shards and decoded as serving
-decodes (``model.preprocessing.decode_image``), never held whole in memory.
+decodes (``core.tf_decode.decode_image``), never held whole in memory.
 """
 
 from __future__ import annotations
