@@ -81,12 +81,14 @@ class SeaweedServer:
 
     folder: Path
     credentials: tuple[str, str] | None = None
+    # Loopback by default; a bridge address for test hosts in namespaces (tools.netns).
+    address: str = "127.0.0.1"
     ports: dict[str, int] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3']}"
+        return f"http://{self.address}:{self.ports['s3']}"
 
     @property
     def log(self) -> Path:
@@ -106,8 +108,8 @@ class SeaweedServer:
             str(weed),
             "server",
             f"-dir={data}",
-            "-ip=127.0.0.1",
-            "-ip.bind=127.0.0.1",
+            f"-ip={self.address}",
+            f"-ip.bind={self.address}",
             "-s3",
             "-s3.autoCreateBucket=false",
             "-s3.port.iceberg=0",
@@ -210,11 +212,16 @@ class SeaweedServer:
 
 @contextmanager
 def seaweed_server(
-    folder: Path, *, credentials: tuple[str, str] | None = None, timeout: float = 90
+    folder: Path,
+    *,
+    credentials: tuple[str, str] | None = None,
+    timeout: float = 90,
+    address: str = "127.0.0.1",
 ) -> Iterator[SeaweedServer]:
-    """A running SeaweedFS S3 server on loopback storing under ``folder``; stopped at the end."""
+    """A running SeaweedFS S3 server on `address` (loopback) storing under ``folder``;
+    stopped at the end."""
     folder.mkdir(parents=True, exist_ok=True)
-    server = SeaweedServer(folder=folder, credentials=credentials)
+    server = SeaweedServer(folder=folder, credentials=credentials, address=address)
     server.start(timeout)
     try:
         yield server
