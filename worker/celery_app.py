@@ -1,7 +1,15 @@
-"""The one Celery app. Tasks carry job ids only; the job store holds everything else."""
+"""The one Celery app. Tasks carry job ids only; the job store holds everything else.
+
+A worker runs Keras on `TINYRES_KERAS_BACKEND` (`Settings.keras_backend`): it sets
+`KERAS_BACKEND` when it starts (`celeryd_init`, in the main process before the pool
+forks), so every task's first `import keras` picks it. Not when this module is imported:
+the API imports it too, and serves on its own backend.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 from celery import Celery, signals
@@ -63,6 +71,22 @@ def _make_data_root(**_: Any) -> None:
     """A worker makes the data root when it starts (the embedded broker's file lives there);
     importing this module creates nothing."""
     settings.resolved_data_root.mkdir(parents=True, exist_ok=True)
+
+
+@signals.celeryd_init.connect
+def _choose_keras_backend(**_: Any) -> None:
+    select_keras_backend(settings)
+
+
+def select_keras_backend(config: Settings) -> None:
+    """Make `config.keras_backend` the backend of this process's (future) Keras."""
+    os.environ["KERAS_BACKEND"] = config.keras_backend
+    keras = sys.modules.get("keras")
+    if keras is not None and keras.backend.backend() != config.keras_backend:
+        raise RuntimeError(
+            f"Keras was imported on {keras.backend.backend()} before the worker could set "
+            f"TINYRES_KERAS_BACKEND={config.keras_backend}; nothing may import it earlier"
+        )
 
 
 celery_app = create_celery(settings)

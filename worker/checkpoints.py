@@ -3,6 +3,12 @@
 A checkpoint is a whole `.keras` model with its optimizer (`checkpoints/epoch-NNNN.keras`
 under the job's folder), so momentum and the iteration count continue exactly after a
 resume. `best.json` records the epoch with the best `val_accuracy`, which pruning keeps.
+
+A resume restores a checkpoint's state (weights, the augmentation layers' seed states and
+the optimizer's variables: `model.load_weights`) into a network built and compiled on this
+machine (`restore_checkpoint`), not the checkpoint's own compiled model: the checkpoint
+may come from a machine with other XLA and precision settings, and `load_model` would
+bring back its `jit_compile` and dtype policies.
 This module imports Keras: only the training task imports it, inside the task.
 """
 
@@ -39,20 +45,27 @@ def remove_partial_files(settings: Settings, job_id: str) -> None:
         leftover.unlink()
 
 
-def load_checkpoint(path: Path) -> keras.Model:
-    """The compiled model of one checkpoint; `JobFailed` with the reason if unreadable."""
+def restore_checkpoint(model: keras.Model, path: Path) -> None:
+    """Load one checkpoint's state into the compiled `model`; `JobFailed` if unreadable.
+
+    The optimizer is built first: Keras loads optimizer variables only into a built one.
+    """
     try:
-        return keras.saving.load_model(path, compile=True)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(path)
     except Exception as exc:
         raise JobFailed(f"checkpoint {path.name} cannot be read: {exc}") from exc
 
 
-def load_newest_checkpoint(settings: Settings, job_id: str) -> tuple[int, keras.Model] | None:
-    """The newest checkpoint that loads; a truncated one (killed mid-write) is skipped."""
+def restore_newest_checkpoint(settings: Settings, job_id: str, model: keras.Model) -> int | None:
+    """Restore the newest checkpoint that loads (a truncated one, killed mid-write, is
+    skipped) into `model`; return its epoch, or None when none loads."""
     folder = layout.checkpoints_dir(settings, job_id)
     for epoch in reversed(layout.checkpoint_epochs(settings, job_id)):
         try:
-            return epoch, load_checkpoint(folder / layout.checkpoint_name(epoch))
+            restore_checkpoint(model, folder / layout.checkpoint_name(epoch))
+            return epoch
         except JobFailed as exc:
             log.warning("job %s: %s; trying the one before", job_id, exc)
     return None

@@ -17,20 +17,24 @@ that job back the same way (see `mark_pool_child`).
 from __future__ import annotations
 
 import logging
-import mmap
 import os
-import signal
 import socket
 import threading
+import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from types import FrameType
+from collections.abc import Callable
 from typing import Any
 
 from core.config import Settings
 from core.jobs import Job, JobState, JobStore, LeaseLost
 from worker.joblog import attach_job_log, detach_job_log
+from worker.shutdown import (
+    after_handback,
+    job_running,
+    mark_pool_child,
+    request_shutdown,
+    shutdown_requested,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,101 +64,6 @@ class WorkerShuttingDown(HandBack):
     """Raised inside work when its worker is shutting down: the job is handed back."""
 
 
-# One byte of anonymous shared memory, made when this module is imported: a Celery worker
-# imports it in its main process before the pool forks, so the main process and all of its
-# pool children see the same byte. The main process sets it when a shutdown begins.
-_SHUTDOWN_FLAG = mmap.mmap(-1, 1)
-# Set in one pool child only, when that child itself receives SIGTERM.
-_local_shutdown = threading.Event()
-_running_lock = threading.Lock()
-_running = 0  # jobs (or shard parts) running in this process now
-_sigterms = 0
-_exit_timer: threading.Timer | None = None
-_pool_child = False
-_previous_sigterm: Any = None
-# A child that got SIGTERM exits this long after it (sooner once its job is handed back),
-# in case nothing else ends it (Celery's cold shutdown joins its children without a limit).
-HANDBACK_GRACE_SECONDS = 30.0
-EXIT_AFTER_HANDBACK_SECONDS = 3.0
-
-
-def request_shutdown() -> None:
-    """Tell every job of this worker (this process and its forked children) to hand back."""
-    _SHUTDOWN_FLAG[0] = 1
-
-
-def shutdown_requested() -> bool:
-    return _SHUTDOWN_FLAG[0] == 1 or _local_shutdown.is_set()
-
-
-@contextmanager
-def job_running() -> Iterator[None]:
-    """Mark a job as running in this process (SIGTERM then hands it back, see below)."""
-    global _running
-    _install_sigterm_handler()
-    with _running_lock:
-        _running += 1
-    try:
-        yield
-    finally:
-        with _running_lock:
-            _running -= 1
-
-
-def _exit_soon(seconds: float) -> None:
-    global _exit_timer
-    if _exit_timer is not None:
-        _exit_timer.cancel()
-    _exit_timer = threading.Timer(seconds, os._exit, args=(0,))
-    _exit_timer.daemon = True
-    _exit_timer.start()
-
-
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _sigterms
-    _sigterms += 1
-    if _running and _sigterms == 1:
-        # Hand the job back at its next safe point, then go.
-        _local_shutdown.set()
-        _exit_soon(HANDBACK_GRACE_SECONDS)
-        return
-    # Idle, or told twice: what the pool child did before (billiard's handler ends it).
-    previous = _previous_sigterm if _previous_sigterm is not None else signal.SIG_DFL
-    signal.signal(signal.SIGTERM, previous)
-    if callable(previous):
-        previous(signum, frame)
-    else:
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def mark_pool_child() -> None:
-    """Called in each prefork pool child (Celery's worker_process_init). Without this, a
-    SIGTERM sent to the child ends it at once (billiard's handler) and its job is lost
-    until its lease expires; with it, the first SIGTERM during a job hands the job back,
-    and an idle child, or a second SIGTERM, ends the process as before. Never in a worker's
-    main process, whose SIGTERM is Celery's own (it starts the warm shutdown)."""
-    global _pool_child
-    _pool_child = True
-
-
-def _install_sigterm_handler() -> None:
-    # Installed when the child's first job starts: billiard sets its own SIGTERM handler
-    # after worker_process_init, so installing it there would be undone.
-    global _previous_sigterm
-    if not _pool_child or threading.current_thread() is not threading.main_thread():
-        return
-    current = signal.getsignal(signal.SIGTERM)
-    if current is not _on_sigterm:
-        _previous_sigterm = current
-        signal.signal(signal.SIGTERM, _on_sigterm)
-
-
-def after_handback() -> None:
-    """Called once a job was handed back and sent again."""
-    if _sigterms:  # this process was told to go: leave once the task has returned
-        _exit_soon(EXIT_AFTER_HANDBACK_SECONDS)
-
-
 def call_requeue(requeue: Callable[[], None] | None, what: str) -> None:
     """Send a handed-back job again; if the broker does not take it, the orphan sweeper of
     any live worker will (a released lease counts as expired)."""
@@ -180,6 +89,10 @@ class JobContext:
         self.owner = owner
         self.cancel_requested = threading.Event()
         self.lease_lost = threading.Event()
+        # Set once the job was recorded as cancelled while its work still ran (see
+        # `Heartbeat`): the work's later reports are dropped, its outcome is not recorded.
+        self.closed = threading.Event()
+        self._finish_lock = threading.Lock()
 
     @property
     def job_id(self) -> str:
@@ -198,21 +111,54 @@ class JobContext:
         return self.cancel_requested.is_set() or self.lease_lost.is_set() or shutdown_requested()
 
     def report(self, **fields: Any) -> None:
-        self.store.update_job(self.job_id, **fields)
+        if not self.closed.is_set():
+            self.store.update_job(self.job_id, **fields)
+
+    def finish(self, state: JobState, **fields: Any) -> Job:
+        """Record how the job ended, once: after `closed`, the recorded outcome stands."""
+        with self._finish_lock:
+            if self.closed.is_set():
+                return self.store.get(self.job_id)
+            job = self.store.finish(self.job_id, state, **fields)
+            self.closed.set()
+            return job
+
+
+# How often a running job looks for a cancel request (a read), and how long its work then
+# has to stop at a safe point before the job is recorded as cancelled anyway. Some phases
+# have no safe point for seconds: tracing and compiling the first step (15 s for a
+# width-16 network on 2 CPUs), loading a large checkpoint. The work then stops at its
+# next safe point without recording anything more.
+CANCEL_POLL_SECONDS = 1.0
+CANCEL_GRACE_SECONDS = 1.5
 
 
 class Heartbeat(threading.Thread):
-    """Renews the job's lease and picks up cancel requests while the work runs."""
+    """Renews the job's lease, picks up cancel requests while the work runs, and records
+    a cancel the work does not act on within `CANCEL_GRACE_SECONDS`."""
 
     def __init__(self, ctx: JobContext, interval: float) -> None:
         super().__init__(name=f"heartbeat-{ctx.job_id}", daemon=True)
         self.ctx = ctx
         self.interval = interval
+        self.poll = min(interval, CANCEL_POLL_SECONDS)
         self._stop_event = threading.Event()
 
     def run(self) -> None:
-        while not self._stop_event.wait(self.interval):
-            self.beat()
+        last_beat = time.monotonic()
+        cancel_seen: float | None = None
+        while not self._stop_event.wait(self.poll):
+            now = time.monotonic()
+            if now - last_beat >= self.interval:
+                self.beat()
+                last_beat = now
+            elif not self.ctx.cancel_requested.is_set():
+                self.poll_cancel()
+            if self.ctx.cancel_requested.is_set():
+                cancel_seen = cancel_seen or now
+                if now - cancel_seen >= CANCEL_GRACE_SECONDS:
+                    self.force_cancel()
+                    return
 
     def beat(self) -> None:
         try:
@@ -225,6 +171,22 @@ class Heartbeat(threading.Thread):
             self.ctx.lease_lost.set()
         except Exception:  # the database may blink; the next beat retries
             log.exception("job %s: heartbeat failed", self.ctx.job_id)
+
+    def poll_cancel(self) -> None:
+        try:
+            if self.ctx.store.get(self.ctx.job_id).cancel_requested:
+                self.ctx.cancel_requested.set()
+        except Exception:  # the next poll or beat retries
+            log.debug("job %s: cancel poll failed", self.ctx.job_id, exc_info=True)
+
+    def force_cancel(self) -> None:
+        if self._stop_event.is_set() or self.ctx.lease_lost.is_set():
+            return
+        log.warning("job %s: cancelled; its work stops at its next safe point", self.ctx.job_id)
+        try:
+            self.ctx.finish(JobState.CANCELLED, error=None)
+        except Exception:  # the work's own JobCancelled records it instead
+            log.exception("job %s: could not record the cancel", self.ctx.job_id)
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -277,12 +239,14 @@ def run_job(
         with job_running():
             result = work(ctx)
     except JobCancelled:
-        return store.finish(job_id, JobState.CANCELLED, error=None)
+        return ctx.finish(JobState.CANCELLED, error=None)
     except LeaseLostError:
         return None
     except HandBack as exc:
         heartbeat.stop()
         heartbeat.join(timeout=10)
+        if ctx.closed.is_set():  # cancelled meanwhile: nothing to hand back
+            return ctx.store.get(job_id)
         store.release(job_id, owner)
         reason = "worker shutting down" if isinstance(exc, WorkerShuttingDown) else exc
         log.warning("job %s: %s; handed back for another worker", job_id, reason)
@@ -291,10 +255,32 @@ def run_job(
         return None
     except Exception as exc:
         log.error("job %s failed:\n%s", job_id, traceback.format_exc())
-        return store.finish(job_id, JobState.FAILED, error=describe_error(exc))
+        return ctx.finish(JobState.FAILED, error=describe_error(exc))
     finally:
         heartbeat.stop()
         detach_job_log(job_log)
+    if ctx.closed.is_set():  # recorded as cancelled while it ran
+        return ctx.store.get(job_id)
     if not finish:
         return None
-    return store.finish(job_id, JobState.SUCCEEDED, result=result)
+    return ctx.finish(JobState.SUCCEEDED, result=result)
+
+
+__all__ = [
+    "SHARD_PARTS_OWNER",
+    "HandBack",
+    "JobCancelled",
+    "JobContext",
+    "JobFailed",
+    "LeaseLostError",
+    "WorkerShuttingDown",
+    "after_handback",
+    "call_requeue",
+    "describe_error",
+    "job_running",
+    "mark_pool_child",
+    "request_shutdown",
+    "run_job",
+    "shutdown_requested",
+    "worker_identity",
+]

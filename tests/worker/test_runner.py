@@ -75,6 +75,37 @@ def test_the_heartbeat_picks_up_a_cancel_request(store: JobStore, settings: Sett
     assert finished.error is None
 
 
+def test_a_cancel_is_recorded_within_seconds_even_while_work_cannot_stop(
+    store: JobStore, data_root: Path
+) -> None:
+    # A long lease (its heartbeat renews every 15 s) and work with no safe point for 8 s,
+    # as while the first train step is traced: the cancel still takes effect in seconds.
+    settings = Settings(data_root=data_root, lease_seconds=60)
+    job = store.create("train", {"dataset": "d"})
+    asked: list[float] = []
+    seen: list[tuple[float, str]] = []
+
+    def work(ctx: JobContext) -> dict[str, int]:
+        store.request_cancel(ctx.job_id)
+        asked.append(time.monotonic())
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            state = store.get(ctx.job_id).state
+            if not seen and state == JobState.CANCELLED:
+                seen.append((time.monotonic(), state))
+            time.sleep(0.05)
+        ctx.report(metrics={"late": 1.0})  # dropped: the job is cancelled
+        ctx.check_cancelled()
+        return {"never": 1}
+
+    finished = run_job(store, settings, job.id, work)
+    assert finished is not None and finished.state == JobState.CANCELLED
+    assert seen and seen[0][0] - asked[0] < 5, (seen, asked)
+    final = store.get(job.id)
+    assert final.state == JobState.CANCELLED and final.error is None
+    assert "late" not in final.metrics and final.result in (None, {})
+
+
 def test_a_handed_back_job_is_released_and_sent_again(store: JobStore, settings: Settings) -> None:
     job = store.create("train", {"dataset": "d"})
     sent: list[str] = []

@@ -1,13 +1,15 @@
 """Train jobs end to end: the API, a real worker process, checkpoints on disk.
 
 Resume exactness, resume validation, a worker killed by SIGKILL in the middle of an epoch,
-and the models endpoints.
+the same job (train, resume, cancel, crash-resume) under each Keras backend, and the
+models endpoints.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,7 +107,11 @@ def test_resume_continues_exactly(api: TestClient, root: Path, tmp_path: Path) -
         assert resumed["params"]["width"] == 8 and resumed["params"]["levels"] == [1, 1]
         job = _wait_finished(api, resumed["id"], log)
 
-    assert [entry["epoch"] for entry in job["history"]] == [2]
+    # The parent's epoch comes first, marked as the parent's; the new one is unmarked.
+    assert [entry["epoch"] for entry in job["history"]] == [1, 2]
+    assert job["history"][0]["from_job"] == first_half and "from_job" not in job["history"][1]
+    parent = api.get(f"/jobs/{first_half}").json()["history"][0]
+    assert {k: v for k, v in job["history"][0].items() if k != "from_job"} == parent
     for a, b in zip(_weights(root, straight), _weights(root, resumed["id"]), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -124,13 +130,15 @@ def test_resume_continues_exactly(api: TestClient, root: Path, tmp_path: Path) -
     assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")
 
 
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_a_worker_killed_mid_epoch_is_replaced_and_the_job_finishes(
-    api: TestClient, root: Path, tmp_path: Path
+    api: TestClient, root: Path, tmp_path: Path, backend: str
 ) -> None:
     log = tmp_path / "worker.log"
-    epochs = 6
+    epochs = 4
+    env = _env(root, TINYRES_KERAS_BACKEND=backend)
     job_id = _submit(api, epochs=epochs, batch_size=4)
-    with worker_process(_env(root), "training", log=log, max_tasks_per_child=1) as first:
+    with worker_process(env, "training", log=log, max_tasks_per_child=1) as first:
 
         def mid_epoch() -> bool:
             job = api.get(f"/jobs/{job_id}").json()
@@ -143,10 +151,54 @@ def test_a_worker_killed_mid_epoch_is_replaced_and_the_job_finishes(
     assert killed["state"] == "running"
     done_before = len(killed["history"])
 
-    with worker_process(_env(root), "training", log=log, max_tasks_per_child=1):
+    with worker_process(env, "training", log=log, max_tasks_per_child=1):
         job = _wait_finished(api, job_id, log)
     assert job["attempts"] == 2
+    assert job["result"]["keras_backend"] == backend
     assert [entry["epoch"] for entry in job["history"]] == list(range(1, epochs + 1))
     assert done_before < epochs
     leftovers = [p.name for p in layout.job_dir(Settings(data_root=root), job_id).rglob(".tmp-*")]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_the_same_job_trains_resumes_and_cancels_on_each_backend(
+    api: TestClient, root: Path, tmp_path: Path, backend: str
+) -> None:
+    log = tmp_path / "worker.log"
+    env = _env(root, TINYRES_KERAS_BACKEND=backend)
+    with worker_process(env, "training", log=log):
+        first = _submit(api, epochs=1)
+        done = _wait_finished(api, first, log)
+        assert done["result"]["keras_backend"] == backend
+        assert done["result"]["evaluation"]["model"] == first
+        assert {"initial_accuracy", "val_accuracy"} <= set(done["metrics"])
+        assert done["progress"]["fraction"] == 1.0 and done["progress"]["steps"] >= 1
+        assert layout.checkpoint_epochs(Settings(data_root=root), first) == [1]
+
+        resumed = _submit(api, epochs=2, resume_from=first)
+        job = _wait_finished(api, resumed, log)
+        assert [(e["epoch"], e.get("from_job")) for e in job["history"]] == [(1, first), (2, None)]
+        assert np.isfinite(job["history"][-1]["loss"])
+
+        # A long job, cancelled mid-epoch: cancelled within 5 s, its checkpoints kept.
+        long = _submit(api, epochs=50, batch_size=4)
+
+        def mid_epoch() -> bool:
+            progress = api.get(f"/jobs/{long}").json()["progress"]
+            return progress.get("epoch", 0) >= 2 and progress.get("step", 0) > 0
+
+        wait_for(mid_epoch, timeout=180, interval=0.05)
+        asked = time.monotonic()
+        assert api.post(f"/jobs/{long}/cancel").status_code in (200, 202)
+
+        def cancelled() -> dict | None:
+            answer = api.get(f"/jobs/{long}").json()
+            return answer if answer["state"] == "cancelled" else None
+
+        final = wait_for(cancelled, timeout=30, interval=0.05)
+        assert time.monotonic() - asked < 5
+        assert isinstance(final, dict) and final["error"] is None
+        assert layout.checkpoint_epochs(Settings(data_root=root), long)[-1] >= 1
+    # Either backend's model file loads here (this process runs TensorFlow).
+    assert len(_weights(root, resumed)) > 0

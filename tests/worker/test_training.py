@@ -12,14 +12,12 @@ from typing import Any
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from core import layout
 from core.config import Settings
 from core.jobs import Job, JobState, JobStore
 from core.train_config import TrainConfig
 from model.config import INPUT_SHAPE
-from model.preprocessing import preprocess
 from tests.utils.datasets import make_digits_tiny_imagenet
 from worker import sharding
 from worker.runner import run_job
@@ -81,11 +79,15 @@ def test_the_network_learns_digits(job_store: JobStore, train_settings: Settings
     # repeated runs here; training is not bit-deterministic, so the bar leaves room).
     assert last["val_accuracy"] >= 0.5, job.history
 
-    # The model for serving: the .keras file with its class list, and a SavedModel.
+    # The model for serving: the .keras file with its class list; exports are jobs of
+    # their own, so training writes none.
     model = keras.saving.load_model(layout.model_path(train_settings, job.id))
     assert [c["label"] for c in model.class_names][:2] == ["digit zero", "digit one"]
-    assert (layout.export_dir(train_settings, job.id) / "saved_model.pb").is_file()
+    assert not layout.export_dir(train_settings, job.id).exists()
     assert job.result is not None and job.result["model"] == job.id
+    assert "saved_model_path" not in job.result
+    # The final model's evaluation on the val split comes with the result.
+    assert job.result["evaluation"]["model"] == job.id
     assert json.loads(layout.classes_path(train_settings, job.id).read_text())[0]["index"] == 0
     # Checkpoints: newest five (and the best) kept, TensorBoard events written.
     kept = layout.checkpoint_epochs(train_settings, job.id)
@@ -93,18 +95,15 @@ def test_the_network_learns_digits(job_store: JobStore, train_settings: Settings
     events = list((layout.job_dir(train_settings, job.id) / "tensorboard").rglob("events.out.*"))
     assert events
 
-    # What the saved files predict equals the trained network (its last checkpoint) on
-    # the same preprocessed pixels: the .keras file and the SavedModel export alike.
+    # What the model file predicts equals the trained network (its last checkpoint) on
+    # the same pixels.
     images = np.random.default_rng(0).integers(0, 256, (4, *INPUT_SHAPE), dtype=np.uint8)
-    pixels = preprocess(images)
     checkpoint = keras.saving.load_model(
         layout.checkpoints_dir(train_settings, job.id) / layout.checkpoint_name(16)
     )
-    network = np.asarray(checkpoint(pixels, training=False))
+    network = np.asarray(checkpoint(images, training=False))
     assert network.shape == (4, 10)
-    np.testing.assert_allclose(np.asarray(model(pixels, training=False)), network, atol=1e-5)
-    exported = tf.saved_model.load(str(layout.export_dir(train_settings, job.id)))
-    np.testing.assert_allclose(np.asarray(exported.serve(pixels)), network, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(model(images, training=False)), network, atol=1e-5)
 
 
 def test_progress_moves_within_an_epoch_and_cancel_stops_it(
@@ -168,3 +167,59 @@ def test_a_diverging_run_fails_the_job_with_a_readable_error(
     # The epochs before the one that diverged are kept, and the job's history says so.
     epoch = int(job.error.rsplit(" ", 1)[1])
     assert [entry["epoch"] for entry in job.history] == list(range(1, epoch))
+
+
+@pytest.fixture
+def float32_after() -> Any:
+    yield
+    keras.mixed_precision.set_global_policy("float32")  # other tests build float32 models
+
+
+@pytest.mark.parametrize(
+    ("speedup", "policy"), [({"xla": True}, "float32"), ({"mixed_precision": True}, "bfloat16")]
+)
+def test_a_job_trains_with_xla_and_with_bfloat16(
+    job_store: JobStore,
+    digits_root: Path,
+    speedup: dict[str, bool],
+    policy: str,
+    float32_after: None,
+) -> None:
+    settings = Settings(data_root=digits_root, lease_seconds=30, progress_interval=0.2, **speedup)
+    job = run_train(job_store, settings, train_params("digits", epochs=2, batch_size=32))
+    assert job.state == JobState.SUCCEEDED, job.error
+    assert [entry["epoch"] for entry in job.history] == [1, 2]
+    assert all(np.isfinite(entry["loss"]) for entry in job.history)
+    keras.mixed_precision.set_global_policy("float32")
+    model = keras.saving.load_model(layout.model_path(settings, job.id))
+    images = np.random.default_rng(1).integers(0, 256, (2, *INPUT_SHAPE), dtype=np.uint8)
+    assert np.isfinite(np.asarray(model(images, training=False), dtype=np.float32)).all()
+    # Trained in that precision: the saved network's convolutions computed in it.
+    assert model.get_layer("tail").dtype_policy.compute_dtype == policy
+
+
+def test_no_callback_reads_a_batch_on_the_training_thread(
+    job_store: JobStore, train_settings: Settings
+) -> None:
+    # Keras dispatches per-batch hooks to a thread pool on a thread-safe backend (JAX)
+    # unless a callback overrides one: then every step waits for its loss. The job's
+    # callbacks, TensorBoard included, override none. (On TensorFlow Keras reads each
+    # call's logs itself: steps_per_execution amortizes that, see worker.devices.)
+    from keras.src.backend import IS_THREAD_SAFE
+    from keras.src.utils import is_default
+
+    from worker.runner import JobContext
+    from worker.train_callbacks import JobProgress
+    from worker.training import callbacks_of
+
+    job = job_store.create("train", train_params("digits"))
+    ctx = JobContext(job_store, job, train_settings, owner="test")
+    config = TrainConfig.model_validate(job.params)
+    callbacks = callbacks_of(ctx, config, JobProgress(ctx, config, 10, []))
+    for callback in callbacks:
+        for hook in ("on_batch_end", "on_train_batch_end", "on_test_batch_end"):
+            assert is_default(getattr(callback, hook)), (callback, hook)
+    dispatch = keras.callbacks.CallbackList(callbacks, model=keras.Sequential())
+    assert dispatch._async_train == dispatch._async_test == IS_THREAD_SAFE
+    board = callbacks[-1]
+    assert isinstance(board, keras.callbacks.TensorBoard) and board.update_freq == "epoch"
