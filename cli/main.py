@@ -68,6 +68,9 @@ def shard_command(
     num_shards: Annotated[int | None, typer.Option()] = None,
     compression: Annotated[str | None, typer.Option(help="GZIP or NONE")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    warmup_epochs: Annotated[int | None, typer.Option()] = None,
+    label_smoothing: Annotated[float | None, typer.Option()] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
     follow: Follow = False,
 ) -> None:
     """Shard a source into a TFRecord dataset."""
@@ -85,6 +88,7 @@ def train(
     ctx: typer.Context,
     dataset: Annotated[str, typer.Option(help="a sharded dataset")],
     preset: Annotated[str | None, typer.Option(help="writeup or half")] = None,
+    recipe: Annotated[str | None, typer.Option(help="writeup (default) or strong")] = None,
     width: Annotated[int | None, typer.Option()] = None,
     levels: Annotated[str | None, typer.Option(help="blocks per level, e.g. 4,6,3,2")] = None,
     epochs: Annotated[int | None, typer.Option(help="total epochs (also when resuming)")] = None,
@@ -97,6 +101,9 @@ def train(
     resume_from: Annotated[str | None, typer.Option(help="an earlier train job's id")] = None,
     initial_epoch: Annotated[int | None, typer.Option()] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    warmup_epochs: Annotated[int | None, typer.Option()] = None,
+    label_smoothing: Annotated[float | None, typer.Option()] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
     follow: Follow = False,
 ) -> None:
     """Train a ResNet on a dataset (or resume an earlier train job)."""
@@ -105,6 +112,8 @@ def train(
         "batch_size": batch_size, "learning_rate": learning_rate, "momentum": momentum,
         "lr_decay_epoch": lr_decay_epoch, "lr_decay": lr_decay, "l2": l2,
         "resume_from": resume_from, "initial_epoch": initial_epoch, "seed": seed,
+        "recipe": recipe, "warmup_epochs": warmup_epochs, "label_smoothing": label_smoothing,
+        "weight_decay": weight_decay,
     }  # fmt: skip
     body = {"dataset": dataset, **{k: v for k, v in fields.items() if v is not None}}
     call_api(ctx, lambda c, o: submitted(c, o, c.post("/jobs/train", body), follow))
