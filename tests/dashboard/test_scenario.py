@@ -2,8 +2,10 @@
 worker: upload an archive (watching the bar, pausing, reloading, resuming) and shard it;
 start a train job from the form (an invalid width first: the message is at the field);
 watch its progress bar and curves move without a reload; cancel a second job; open the
-model; classify an image from disk. Then every page at 1280x800 and 390 px wide: axe-core
-finds no critical violation, nothing overflows, and a screenshot is kept.
+model's evaluation (asking for it with the page's button if the train job made none),
+sort its per-class table by F1 from the keyboard; export ONNX and download it; classify an
+image from disk. Then every page at 1280x800 and 390 px wide: axe-core finds no critical
+violation, nothing overflows, and a screenshot is kept.
 
 The steps share one service and run in order (each needs what the one before made).
 """
@@ -17,8 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from core import layout
+from core.config import Settings
 from tests.dashboard.browser import NARROW, WIDE, RequestLog, critical_violations, screenshot
 from tests.utils.datasets import digit_image, encode, make_class_folders, zip_dir
+from tests.utils.services import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -168,11 +173,109 @@ def test_the_jobs_page_is_live(service: tuple[str, Path], page: Any) -> None:
     assert rows.count() == 1 and STATE["cancelled"] in rows.first.inner_text()
 
 
-def test_the_model_page(service: tuple[str, Path], page: Any) -> None:
+# Records whether a progress bar appeared under `selector` and its values (a MutationObserver).
+WATCH_BAR = """
+selector => {
+  window.__bars = window.__bars || {};
+  const seen = window.__bars[selector] = [];
+  new MutationObserver(() => {
+    const bar = document.querySelector(`${selector} [role=progressbar]`);
+    if (bar) seen.push(Number(bar.getAttribute('aria-valuenow')));
+  }).observe(document.body, {subtree: true, childList: true, attributes: true});
+}
+"""
+
+
+def bar_values(page: Any, selector: str) -> list[float]:
+    return page.evaluate("selector => window.__bars[selector]", selector)
+
+
+def column(page: Any, selector: str) -> list[float]:
+    values = page.locator(selector).evaluate_all("cells => cells.map(c => c.dataset.value)")
+    return [float(v) for v in values]
+
+
+def tab_to(page: Any, selector: str, presses: int = 10) -> None:
+    """Press Tab until the element matching `selector` has the focus."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("s => document.activeElement.matches(s)", selector):
+            return
+    raise AssertionError(f"Tab never reached {selector}")
+
+
+def test_the_model_page_shows_its_evaluation(service: tuple[str, Path], page: Any) -> None:
+    """The evaluation of the trained model: made by its train job, or else asked for with
+    the page's button (a progress bar while the evaluate job runs); its figures are the
+    API's; the per-class table sorts by F1 from the keyboard; the confusion image loads."""
     base, _ = service
-    goto(page, base, f"#/models/{STATE['model']}")
+    model = STATE["model"]
+    goto(page, base, f"#/models/{model}")
     assert "val_accuracy" in page.inner_text("main")
     page.locator("#evaluation").filter(has_text=re.compile("not evaluated yet|top-1")).wait_for()
+    if page.locator("#eval-top1").count() == 0:
+        assert critical_violations(page) == [], "not evaluated yet"
+        page.evaluate(WATCH_BAR, "#evaluation")
+        page.get_by_role("button", name="Evaluate on val").focus()
+        page.keyboard.press("Enter")
+        page.locator("#eval-top1").wait_for(timeout=240_000)
+        seen = bar_values(page, "#evaluation")
+        assert seen and all(0 <= v <= 100 for v in seen), seen
+    answer = httpx.get(f"{base}/models/{model}/evaluation")
+    assert answer.status_code == 200, answer.text
+    evaluation = answer.json()
+    assert page.inner_text("#eval-top1") == f"{evaluation['top1']:.3f}"
+    assert page.inner_text("#eval-top5") == f"{evaluation['top5']:.3f}"
+    assert page.inner_text("#eval-macro-f1") == f"{evaluation['macro']['f1']:.3f}"
+    assert page.locator("#per-class tbody tr").count() == len(evaluation["per_class"])
+
+    f1_head = page.locator("#per-class th:has(button[data-sort=f1])")
+    assert f1_head.get_attribute("aria-sort") == "descending"
+    assert (
+        column(page, "#per-class td[data-col=f1]")
+        == sorted(c["f1"] for c in evaluation["per_class"])[::-1]
+    )
+    page.focus("#per-class button[data-sort=label]")
+    page.keyboard.press("Enter")  # by class: F1 is no longer the sort column
+    assert f1_head.get_attribute("aria-sort") is None
+    tab_to(page, "#per-class button[data-sort=f1]")
+    page.keyboard.press("Enter")
+    assert f1_head.get_attribute("aria-sort") == "descending"
+    f1 = column(page, "#per-class td[data-col=f1]")
+    assert f1 == sorted(f1, reverse=True)
+    page.keyboard.press("Space")
+    assert f1_head.get_attribute("aria-sort") == "ascending"
+    assert column(page, "#per-class td[data-col=f1]") == sorted(f1)
+
+    page.wait_for_function("() => document.querySelector('#confusion')?.naturalWidth > 0")
+    assert page.locator("#worst").count() == 1
+    assert critical_violations(page) == [], "evaluated"
+
+
+def test_a_model_without_an_evaluation_gets_one_from_its_page(
+    service: tuple[str, Path], page: Any
+) -> None:
+    """A model trained before train jobs evaluated their model has no evaluation.json: its
+    page says "not evaluated yet"; the "Evaluate on val" button (from the keyboard) starts
+    an evaluate job, shows its progress bar, then the evaluation the job wrote."""
+    base, root = service
+    model = STATE["model"]
+    settings = Settings(data_root=root)
+    for path in (layout.evaluation_path(settings, model), layout.confusion_path(settings, model)):
+        path.unlink(missing_ok=True)
+    assert httpx.get(f"{base}/models/{model}/evaluation").status_code == 404
+    goto(page, base, f"#/models/{model}")
+    page.locator("#evaluation").filter(has_text="not evaluated yet").wait_for()
+    assert critical_violations(page) == [], "not evaluated yet"
+    page.evaluate(WATCH_BAR, "#evaluation")
+    page.get_by_role("button", name="Evaluate on val").focus()
+    page.keyboard.press("Enter")
+    page.locator("#eval-top1").wait_for(timeout=240_000)
+    seen = bar_values(page, "#evaluation")
+    assert seen and all(0 <= v <= 100 for v in seen), seen
+    evaluation = httpx.get(f"{base}/models/{model}/evaluation").json()
+    assert page.inner_text("#eval-top1") == f"{evaluation['top1']:.3f}"
+    page.wait_for_function("() => document.querySelector('#confusion')?.naturalWidth > 0")
 
 
 def _has_path(base: str, path: str) -> bool:
@@ -190,17 +293,62 @@ def test_set_the_alias_prod(service: tuple[str, Path], page: Any) -> None:
 
 
 def test_export_onnx_and_download_it(service: tuple[str, Path], page: Any) -> None:
+    """Start an ONNX export from the page (by keyboard), watch its progress bar, find it
+    in the list with its agreement, and download exactly the artifact the API serves."""
     base, _ = service
-    if not _has_path(base, "/models/{model_id}/exports"):
-        pytest.skip("the API has no /models/{id}/exports yet (issue: exports)")
-    goto(page, base, f"#/models/{STATE['model']}")
+    model = STATE["model"]
+    goto(page, base, f"#/models/{model}")
+    options = page.locator("#export-format option").evaluate_all("os => os.map(o => o.value)")
+    assert options == ["saved_model", "onnx", "litert"]
     page.select_option("#export-format", "onnx")
-    page.click("#export-form button[type=submit]")
-    button = page.locator("button[aria-label='Download the onnx export']")
-    button.wait_for(timeout=240_000)
+    page.evaluate(WATCH_BAR, "#export-progress")
+    page.focus("#export-start")
+    page.keyboard.press("Enter")
+    row = page.locator("#exports-table tr[data-format=onnx]")
+    row.wait_for(timeout=300_000)
+    page.locator("#export-outcome").filter(has_text="onnx export is ready").wait_for()
+    seen = bar_values(page, "#export-progress")
+    assert seen and all(0 <= v <= 100 for v in seen), seen
+
+    listed = httpx.get(f"{base}/models/{model}/exports").json()["exports"]
+    onnx = next(e for e in listed if e["format"] == "onnx")
+    agreement = float(row.locator("td[data-col=agreement]").get_attribute("data-value") or 0)
+    assert agreement == onnx["agreement"] and agreement >= 0.99
+    assert row.locator("td[data-col=agreement]").inner_text().startswith(f"{onnx['agreement']:.3f}")
+    assert critical_violations(page) == [], "exported"
+
     with page.expect_download() as download:
-        button.click()
-    assert download.value.suggested_filename.endswith(".onnx")
+        row.get_by_role("button", name="Download the onnx export").click()
+    artifact = httpx.get(f"{base}/models/{model}/exports/onnx")
+    assert artifact.status_code == 200
+    assert download.value.suggested_filename == f"{model}.onnx"
+    assert Path(download.value.path()).read_bytes() == artifact.content
+    assert len(artifact.content) == onnx["bytes"]
+
+
+def test_a_failed_export_shows_its_error(service: tuple[str, Path], page: Any) -> None:
+    """An export job that fails (its model's dataset vanished while it waited behind a
+    train job) ends with its `error` shown under the form."""
+    base, root = service
+    model = STATE["model"]
+    manifest = layout.manifest_path(Settings(data_root=root), "digits")
+    body = {"dataset": "digits", "width": 8, "levels": [1, 1], "epochs": 500, "batch_size": 8}
+    busy = httpx.post(f"{base}/jobs/train", json=body).json()["id"]
+    wait_for(lambda: httpx.get(f"{base}/jobs/{busy}").json()["state"] == "running", 120)
+    goto(page, base, f"#/models/{model}")
+    page.select_option("#export-format", "litert")
+    page.click("#export-start")
+    page.locator("#export-progress [role=progressbar]").wait_for()
+    hidden = manifest.with_name(manifest.name + ".away")
+    manifest.rename(hidden)
+    try:
+        assert httpx.post(f"{base}/jobs/{busy}/cancel").status_code == 202
+        alert = page.locator("#export-progress [role=alert]")
+        alert.filter(has_text="litert export failed").wait_for(timeout=120_000)
+        assert "no longer exists" in alert.inner_text()
+        assert page.locator("#export-start").is_enabled()
+    finally:
+        hidden.rename(manifest)
 
 
 def test_classify_an_image_from_disk(service: tuple[str, Path], page: Any, tmp_path: Path) -> None:

@@ -49,6 +49,11 @@ export function fmtNumber(value, digits = 4) {
   return Number.isInteger(value) ? String(value) : value.toPrecision(digits);
 }
 
+/** A share (0..1) as the dashboard shows it: three decimals (1 is "1.000"). */
+export function fmtRate(value) {
+  return typeof value === "number" ? value.toFixed(3) : "–";
+}
+
 export function fmtBytes(bytes) {
   if (typeof bytes !== "number") return "–";
   const units = ["B", "KB", "MB", "GB", "TB"];

@@ -13,6 +13,7 @@ export async function render(main, [id]) {
     clear(main).append(h("h1", {}, `Model ${id}`), errorBox(describe(error)));
     return undefined;
   }
+  const evaluation = evaluationSection(id);
   const exports = exportSection(id);
   clear(main).append(
     h("h1", {}, `Model ${id}`),
@@ -26,9 +27,9 @@ export async function render(main, [id]) {
     ])),
     h("section", { "aria-label": "Final metrics" }, h("h2", {}, "Final metrics"),
       Object.keys(model.metrics || {}).length ? keyValues(Object.entries(model.metrics).map(([k, v]) => [k, fmtNumber(v)])) : h("p", { class: "muted" }, "none recorded")),
-    evaluationSection(id, model),
+    evaluation.el,
     aliasSection(id),
     exports.el,
   );
-  return exports.close;
+  return () => { evaluation.close(); exports.close(); };
 }
