@@ -11,10 +11,11 @@ from typing import Any
 from celery import Celery
 
 from app.broker import BrokerUnavailable, publish
-from app.dataset_catalog import DatasetNotFound, dataset_manifest, read_manifest
+from app.dataset_catalog import DatasetNotFound, dataset_exists, dataset_manifest, read_manifest
 from app.schemas import ShardRequest
 from core import layout
 from core.config import Settings
+from core.files import files_for
 from core.jobs import FINISHED_STATES, Job, JobKind, JobNotFound, JobState, JobStore
 from core.names import is_within, resolve_under
 from core.train_config import TrainConfig
@@ -30,8 +31,10 @@ class SubmissionConflict(RuntimeError):
 
 def submit_shard(celery: Celery, store: JobStore, settings: Settings, request: ShardRequest) -> Job:
     source = resolve_under(settings.resolved_data_root, request.source)
+    files = files_for(settings)
     try:
-        exists = source.exists()
+        # With an object store: an object (an archive) or a prefix (a folder) there.
+        exists = files.exists_any(files.key_of(source)) if files.remote else source.exists()
     except OSError:
         exists = False
     if not exists:
@@ -46,7 +49,7 @@ def submit_shard(celery: Celery, store: JobStore, settings: Settings, request: S
         and is_within(layout.datasets_root(settings), target)
     ):
         raise SubmissionRefused(f"dataset folder {request.dataset!r} leaves the data root")
-    if dataset_manifest(settings, request.dataset) is not None and not request.overwrite:
+    if dataset_exists(settings, request.dataset) and not request.overwrite:
         raise SubmissionConflict(
             f"dataset {request.dataset!r} already exists; send overwrite=true to replace it"
         )

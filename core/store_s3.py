@@ -240,9 +240,11 @@ class S3Store(Store):
         root = (
             self._path(prefix) if prefix else "/".join(p for p in (self.bucket, self.prefix) if p)
         )
-        found = self._run(f"list {prefix or '/'}", lambda: self.fs.find(root))
-        # Only objects below the root: some servers list a prefix's folder entry too.
-        keys = (p.removeprefix(self._root + "/") for p in found if p.startswith(self._root + "/"))
+        found = self._run(f"list {prefix or '/'}", lambda: self.fs.find(root, detail=True))
+        # Only objects below the root: some servers list a prefix's folder entry too, and
+        # s3fs answers an empty prefix with the prefix itself, as a directory.
+        files = (p for p, entry in found.items() if entry.get("type") == "file")
+        keys = (p.removeprefix(self._root + "/") for p in files if p.startswith(self._root + "/"))
         return sorted(
             key
             for key in keys

@@ -5,24 +5,28 @@ runs in one process); this module ties it to the job store: progress (images wri
 over images total, summed over the shards), the shared lease the shard tasks renew,
 cancellation, and the job's outcome. Each shard's progress is kept per shard (its number
 is its position in `Plan.all_shards`), so a shard that is redelivered and starts over
-never counts twice. This module imports TensorFlow (through worker.sharding): tasks
-import it lazily.
+never counts twice. Its files go through the store (`worker.shard_store`): with
+``TINYRES_STORAGE_URL`` set, each piece may run on another host. This module imports
+TensorFlow (through worker.sharding): tasks import it lazily.
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from core import layout
 from core.config import Settings
+from core.files import Files, files_for
 from core.jobs import FINISHED_STATES, JobState, JobStore
-from core.manifest import dataset_finished, load_manifest
+from core.manifest import Manifest, dataset_finished, load_manifest, manifest_file
 from core.names import resolve_under
-from worker import sharding
+from core.storage import StoreError
+from worker import shard_store, sharding
 from worker.runner import (
     SHARD_PARTS_OWNER,
     JobContext,
@@ -45,11 +49,24 @@ def plan_job(ctx: JobContext) -> list[tuple[str, int]]:
     """Plan the job's shards; return the shards still to write (all, on a first run)."""
     params = ctx.job.params
     settings = ctx.settings
-    dataset_dir = layout.dataset_dir(settings, params["dataset"])
-    if params.get("overwrite") and ctx.job.attempts == 1 and dataset_finished(dataset_dir):
-        # The client asked to replace it: the old shards go when the new job starts.
-        shutil.rmtree(dataset_dir)
+    files = files_for(settings)
+    name = params["dataset"]
+    dataset_dir = layout.dataset_dir(settings, name)
+    finished_dataset = files.exists(shard_store.manifest_key(name))
+    if params.get("overwrite") and ctx.job.attempts == 1 and finished_dataset:
+        # The client asked to replace it: the old shards go when the new job starts, the
+        # manifest first, so that no half-deleted dataset looks finished.
+        files.delete(shard_store.manifest_key(name))
+        files.delete(shard_store.dataset_key(name))
+    elif finished_dataset and files.remote:
+        raise JobFailed(f"dataset {name} already exists")
     source = resolve_under(settings.resolved_data_root, params["source"])
+    if files.remote:
+        # A local manifest here is a crashed finalizer's scratch, never published: the
+        # dataset is finalized again from the store.
+        manifest_file(dataset_dir).unlink(missing_ok=True)
+        source = shard_store.local_source(files, files.key_of(source))
+        shard_store.adopt_stored_plan(files, dataset_dir, source)
     try:
         plan = sharding.plan(
             source,
@@ -61,6 +78,7 @@ def plan_job(ctx: JobContext) -> list[tuple[str, int]]:
         )
     except (SourceError, sharding.DatasetExistsError) as exc:
         raise JobFailed(str(exc)) from exc
+    shard_store.publish_plan(files, plan)
     finished = {number for number, _, _, done in ctx.store.shard_progress(ctx.job_id) if done}
     # A shard a live writer holds is being written (its worker only looked dead because no
     # shard renewed the job's lease for a while): sending it again would only duplicate it.
@@ -103,8 +121,9 @@ def write_job_shard(
     if job.cancel_requested:
         _cancel(store, settings, job_id)
         return
+    files = files_for(settings)
     dataset_dir = layout.dataset_dir(settings, job.params["dataset"])
-    plan = sharding.load_plan(dataset_dir)
+    plan = shard_store.load_job_plan(files, dataset_dir)
     number = plan.shard_number(split, index)
     total = len(plan.records(split, index))
     owner = f"{worker_identity()}:{uuid.uuid4().hex[:8]}"
@@ -123,9 +142,11 @@ def write_job_shard(
     watch = _ShardWatch(store, settings, job_id, number, owner)
     try:
         with job_running():
+            plan = shard_store.with_local_source(files, plan, _source_key(files, job.params))
             written = sharding.write_shard(
                 plan, split, index, on_progress=watch.progress, should_stop=watch.should_stop
             )
+            shard_store.publish_shard(files, plan, written)
     except sharding.ShardingStopped:
         store.release_shard(job_id, number, owner)
         if watch.shard_lost:
@@ -156,15 +177,18 @@ def finalize_job(store: JobStore, settings: Settings, job_id: str) -> None:
     job = store.get(job_id)
     if job.state in FINISHED_STATES:
         return
+    files = files_for(settings)
     dataset_dir = layout.dataset_dir(settings, job.params["dataset"])
     try:
-        plan = sharding.load_plan(dataset_dir)
-        manifest = sharding.finalize(plan)
+        manifest = _finished_manifest(files, dataset_dir) if files.remote else None
+        if manifest is None:
+            plan = shard_store.load_job_plan(files, dataset_dir)
+            manifest = shard_store.finalize_in_store(files, plan)
     except sharding.PlanNotFoundError:
-        if not dataset_finished(dataset_dir):
+        manifest = _finished_manifest(files, dataset_dir)  # another shard finalized it
+        if manifest is None:
             raise
-        manifest = load_manifest(dataset_dir)  # another shard finalized it
-    except SourceError as exc:
+    except (SourceError, StoreError) as exc:  # StoreError: a shard object that is not whole
         store.finish(job_id, JobState.FAILED, error=str(exc))
         return
     splits = manifest.splits
@@ -180,6 +204,17 @@ def finalize_job(store: JobStore, settings: Settings, job_id: str) -> None:
             "skipped": manifest.skipped_total,
         },
     )
+
+
+def _finished_manifest(files: Files, dataset_dir: Path) -> Manifest | None:
+    """The dataset's manifest once it is finished (in the store; locally without one)."""
+    if files.remote:
+        return shard_store.stored_manifest(files, dataset_dir.name)
+    return load_manifest(dataset_dir) if dataset_finished(dataset_dir) else None
+
+
+def _source_key(files: Files, params: dict[str, Any]) -> str:
+    return files.key_of(resolve_under(files.root, params["source"]))
 
 
 def _report_progress(store: JobStore, job_id: str) -> bool:

@@ -171,6 +171,17 @@ def scan_source(path: Path) -> Source:
     return source
 
 
+def names_layout(names: Iterable[str]) -> str | None:
+    """The layout of a source holding files of these names (relative posix paths), as
+    `scan_source` finds it, or None: how a folder source in an object store is recognized
+    from its keys alone."""
+    visible = [n for n in names if not any(part.startswith(".") for part in n.split("/"))]
+    try:
+        return _find_layout(_Tree(visible, None))[1]
+    except SourceError:
+        return None
+
+
 def is_image_name(name: str) -> bool:
     base = posixpath.basename(name)
     return not base.startswith(".") and posixpath.splitext(base)[1].lower() in IMAGE_EXTENSIONS
@@ -179,7 +190,7 @@ def is_image_name(name: str) -> bool:
 class _Tree:
     """The file names of a source, indexed by folder, plus a way to read text files."""
 
-    def __init__(self, names: Iterable[str], files: SourceFiles) -> None:
+    def __init__(self, names: Iterable[str], files: SourceFiles | None) -> None:
         self.files = files
         self.name_set: set[str] = set()
         self._files: dict[str, set[str]] = {}
@@ -197,6 +208,7 @@ class _Tree:
         return name in self.name_set
 
     def read_text(self, name: str) -> str:
+        assert self.files is not None, "a tree of names only cannot read files"
         return self.files.read(name).decode("utf-8", errors="replace")
 
     def children(self, folder: str) -> tuple[set[str], set[str]]:

@@ -6,6 +6,10 @@ listed when it looks like a Tiny ImageNet or class-per-folder layout (at its top
 one top folder, as worker/sources.py reads it); a file when it is a .zip, .tar, .tar.gz
 or .tgz. Hidden entries and symbolic links are not listed. Any other path under the data
 root is still accepted by POST /jobs/shard; it is just not listed.
+
+With an object store (``core/files.py``) the same entries are listed from its keys
+(``sources/...`` and ``uploads/...``): a folder is a prefix whose keys form a layout
+(``worker.sources.names_layout``), its bytes the sum of its objects'.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from app.uploads.errors import SourceInUse, SourceNotDeletable, SourceNotFound
 from core import layout
 from core.archives import KINDS, archive_suffix
 from core.config import Settings
+from core.files import Files, files_for
 from core.jobs import JobStore
 from core.names import UnsafePathError, resolve_under
+from worker.sources import names_layout
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 _PEEK = 200  # entries looked at per folder when deciding whether it holds images
@@ -34,6 +40,9 @@ class SourceEntry:
 
 
 def list_sources(settings: Settings) -> list[SourceEntry]:
+    files = files_for(settings)
+    if files.remote:
+        return _stored_sources(files)
     root = settings.resolved_data_root
     found: list[SourceEntry] = []
     for folder, origin in (
@@ -49,6 +58,31 @@ def list_sources(settings: Settings) -> list[SourceEntry]:
             size = entry.stat().st_size if entry_kind != "folder" else _folder_bytes(entry.path)
             path = Path(entry.path).relative_to(root).as_posix()
             found.append(SourceEntry(path, entry_kind, size, origin))
+    return found
+
+
+def _stored_sources(files: Files) -> list[SourceEntry]:
+    found: list[SourceEntry] = []
+    for top, origin in (("sources", "disk"), ("uploads", "upload")):
+        archives: dict[str, str] = {}
+        folders: dict[str, list[str]] = {}
+        for key in files.list(top):
+            first, _, below = key.removeprefix(f"{top}/").partition("/")
+            if first.startswith("."):
+                continue
+            suffix = archive_suffix(first)
+            if not below and suffix:
+                archives[first] = KINDS[suffix]
+            elif below:
+                folders.setdefault(first, []).append(below)
+        for name in sorted({*archives, *folders}):
+            prefix = f"{top}/{name}"
+            if name in archives:
+                size = files.info(prefix).size
+                found.append(SourceEntry(prefix, archives[name], size, origin))
+            elif names_layout(folders[name]) is not None:
+                size = sum(files.info(f"{prefix}/{below}").size for below in folders[name])
+                found.append(SourceEntry(prefix, "folder", size, origin))
     return found
 
 
@@ -111,12 +145,14 @@ def delete_source(settings: Settings, store: JobStore, relative: str) -> None:
         path = resolve_under(settings.resolved_data_root, relative)
     except UnsafePathError:
         raise SourceNotFound(f"no source {relative[:200]!r}") from None
+    files = files_for(settings)
     uploads = layout.uploads_root(settings)
     listed = {entry.path for entry in list_sources(settings)}
     relative_path = path.relative_to(settings.resolved_data_root).as_posix()
     if relative_path not in listed:
         raise SourceNotFound(f"no source {relative[:200]!r}")
-    if path.parent != uploads or not path.is_file():
+    is_file = files.exists(relative_path) if files.remote else path.is_file()
+    if path.parent != uploads or not is_file:
         raise SourceNotDeletable(
             f"{relative_path} is on the server's disk, not an upload: it is not deleted "
             "through the API"
@@ -125,7 +161,10 @@ def delete_source(settings: Settings, store: JobStore, relative: str) -> None:
         for job in store.list_jobs(kind="shard", state=state):
             if _same_source(settings, str(job.params.get("source", "")), path):
                 raise SourceInUse(f"shard job {job.id} ({state}) reads {relative_path}")
-    path.unlink(missing_ok=True)
+    if files.remote:
+        files.delete(relative_path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _same_source(settings: Settings, source: str, path: Path) -> bool:

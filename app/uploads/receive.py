@@ -21,6 +21,7 @@ from app.uploads.errors import ArchiveRefused, UploadConflict, UploadTooLarge
 from app.uploads.locks import upload_lock
 from app.uploads.store import UploadRecord, UploadStore
 from core.archives import ArchiveError, ArchiveLimits, check_archive
+from core.files import files_for
 
 BUFFER = 4 * 1024 * 1024
 LOCK_TIMEOUT = 30.0
@@ -124,13 +125,23 @@ def _complete(store: UploadStore, record: UploadRecord) -> UploadRecord:
         store.remove(record)
         raise ArchiveRefused(f"archive refused: {exc}") from exc
     target = store.source_path(record.name, record.suffix)
-    try:
-        os.link(part, target)  # atomic, and never replaces a source that appeared meanwhile
-    except FileExistsError:
-        store.remove(record)
-        raise UploadConflict(f"name {record.name!r} is taken: {target.name} appeared") from None
-    with contextlib.suppress(OSError):
-        _fsync_dir(target.parent)
+    files = files_for(settings)
+    if files.remote:
+        # In the store before the upload is answered complete. (A name that two API
+        # hosts accept at once: the last upload wins; names are reserved per host.)
+        key = files.key_of(target)
+        if files.exists(key):
+            store.remove(record)
+            raise UploadConflict(f"name {record.name!r} is taken: {target.name} appeared")
+        files.publish(part, key)
+    else:
+        try:
+            os.link(part, target)  # atomic, and never replaces a source that appeared since
+        except FileExistsError:
+            store.remove(record)
+            raise UploadConflict(f"name {record.name!r} is taken: {target.name} appeared") from None
+        with contextlib.suppress(OSError):
+            _fsync_dir(target.parent)
     accepted = replace(record, source=target.relative_to(settings.resolved_data_root).as_posix())
     store.save(accepted)
     part.unlink(missing_ok=True)

@@ -5,7 +5,9 @@ expires, and once accepted the source it became), `<id>.part` (the bytes receive
 upload's offset is this file's size on disk, nothing else), and `<id>.lock` (see locks.py).
 `names/<name>` reserves a name for a pending upload, created exclusively, so two uploads
 cannot both take a name. Everything stays inside the upload area; an accepted archive is
-hard-linked to `uploads/<name><suffix>` (atomic, never overwriting), then unlinked here.
+hard-linked to `uploads/<name><suffix>` (atomic, never overwriting), then unlinked here;
+with an object store it is uploaded under that key instead (receive.py), and the upload
+area is this API host's scratch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from app.uploads.metadata import UploadRequest
 from core import layout
 from core.archives import SUFFIXES
 from core.config import Settings
+from core.files import files_for
 
 PARTIAL = ".partial"
 
@@ -133,8 +136,10 @@ class UploadStore:
         return record
 
     def _check_name_free(self, name: str) -> None:
+        files = files_for(self.settings)
         for suffix in set(SUFFIXES.values()):
-            if self.source_path(name, suffix).exists():
+            path = self.source_path(name, suffix)
+            if files.exists(files.key_of(path)) if files.remote else path.exists():
                 raise UploadConflict(f"name {name!r} is taken: uploads/{name}{suffix} exists")
 
     def _reserve(self, name: str, upload_id: str) -> None:

@@ -26,7 +26,8 @@ Storage choices:
   is skipped and listed with the reason, never fatal. Only a source where nothing is
   readable fails the job.
 
-Everything is on the local file system (the data root is a folder).
+Everything here is on the local file system; a shard job moves the files to and from
+the object store, when there is one (``worker/shard_store.py``).
 """
 
 from core.manifest import DatasetNotFoundError

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core.manifest import Manifest, SplitInfo, dataset_finished, load_manifest, write_manifest
@@ -25,13 +25,21 @@ class IncompleteDatasetError(RuntimeError):
     """``finalize`` was called before every shard was written."""
 
 
-def finalize(plan: Plan, written: Sequence[WrittenShard] = ()) -> Manifest:
+ShardPresent = Callable[[WrittenShard], bool]
+
+
+def finalize(
+    plan: Plan, written: Sequence[WrittenShard] = (), *, present: ShardPresent | None = None
+) -> Manifest:
     """Write ``manifest.json`` (last, atomically) and remove the staging folder.
 
     Args:
         plan: The dataset's plan.
         written: What ``write_shard`` returned; shards missing here are read from their
             sidecars.
+        present: Whether a written shard's file is there whole (default: the file is in
+            the dataset folder); a shard job on an object store checks the store instead
+            (``worker/shard_store.py``), and may raise for an object of the wrong size.
 
     Returns:
         The manifest; the one already written when another finalizer got there first.
@@ -43,7 +51,7 @@ def finalize(plan: Plan, written: Sequence[WrittenShard] = ()) -> Manifest:
     if dataset_finished(plan.dataset_dir):
         # plan() refuses finished datasets, so this manifest can only be this plan's.
         return load_manifest(plan.dataset_dir)
-    found, missing = _written_shards(plan, written)
+    found, missing = _written_shards(plan, written, present or _file_present(plan))
     if missing and dataset_finished(plan.dataset_dir):
         return load_manifest(plan.dataset_dir)  # finalized meanwhile; staging is gone
     if missing:
@@ -57,8 +65,12 @@ def finalize(plan: Plan, written: Sequence[WrittenShard] = ()) -> Manifest:
     return manifest
 
 
+def _file_present(plan: Plan) -> ShardPresent:
+    return lambda shard: (Path(plan.dataset_dir) / shard.file).exists()
+
+
 def _written_shards(
-    plan: Plan, written: Sequence[WrittenShard]
+    plan: Plan, written: Sequence[WrittenShard], present: ShardPresent
 ) -> tuple[dict[ShardKey, WrittenShard], list[str]]:
     """The sidecar of every written shard, and the files of the shards not written yet."""
     given = {(w.split, w.index): w for w in written if w.plan_id == plan.plan_id}
@@ -66,7 +78,7 @@ def _written_shards(
     missing = []
     for split, index in plan.all_shards():
         shard = given.get((split, index)) or load_written(plan, split, index)
-        if shard is None or not (Path(plan.dataset_dir) / shard.file).exists():
+        if shard is None or not present(shard):
             missing.append(plan.shard_file(split, index))
         else:
             found[(split, index)] = shard
