@@ -39,7 +39,7 @@ from app.uploads.errors import (
 from core.aliases import AliasConflict, AliasNotFound, ModelAliased
 from core.job_records import JobAlreadyFinished, JobNotFound
 from core.names import UnsafePathError
-from core.storage import StoreMisconfigured, StoreUnavailable
+from core.storage import StoreMisconfigured, StoreUnavailable, TruncatedObject
 from model.serving import BadImage, ImageTooLarge, ModelBroken
 
 RETRY_AFTER_SECONDS = 5
@@ -65,6 +65,9 @@ STATUS_CODES: dict[type[Exception], int] = {
     BrokerUnavailable: 503,
     StoreUnavailable: 503,
     StoreMisconfigured: 503,
+    # A damaged object in the store: not trusted, and not the client's fault; it passes
+    # once the object is rewritten (a re-run job) or removed.
+    TruncatedObject: 503,
     QueueFull: 503,
     PredictorClosed: 503,
     # Uploads (tus) and sources: app/uploads/errors.py.
