@@ -11,7 +11,7 @@ from typing import Any
 from celery import Celery
 
 from app.broker import BrokerUnavailable, publish
-from app.dataset_catalog import DatasetNotFound, dataset_exists, dataset_manifest, read_manifest
+from app.dataset_catalog import DatasetNotFound, dataset_exists, read_manifest
 from app.schemas import ShardRequest
 from core import layout
 from core.config import Settings
@@ -62,7 +62,7 @@ def submit_shard(celery: Celery, store: JobStore, settings: Settings, request: S
 
 
 def submit_train(celery: Celery, store: JobStore, settings: Settings, request: TrainConfig) -> Job:
-    if dataset_manifest(settings, request.dataset) is None:
+    if not dataset_exists(settings, request.dataset):
         raise SubmissionRefused(f"dataset {request.dataset!r} does not exist; shard it first")
     params = request.model_dump()
     if request.resume_from is not None:
