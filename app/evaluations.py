@@ -3,7 +3,8 @@
 An evaluate job is checked here, before it is queued: an unknown model or alias answers
 404 (as ``/predict`` does), a dataset that does not exist or whose classes are not the
 model's (by wnid, in order) 422 (``SubmissionRefused``). The model is resolved now, so the
-job evaluates the model the alias named when it was submitted; its params keep both.
+job evaluates the model the alias named when it was submitted; its params keep both. A
+model's own evaluation is read from the store (``core/job_files.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from app.submission import SubmissionRefused, create_and_publish
 from core import layout
 from core.config import Settings
 from core.evaluation import EvaluateRequest, Evaluation, class_mismatch
+from core.job_files import output_bytes, output_exists
 from core.jobs import Job, JobStore
 from core.manifest import Manifest
 from model.serving import ModelCache
@@ -74,7 +76,7 @@ def read_evaluation(store: JobStore, settings: Settings, model: str) -> Evaluati
     """
     model_id, _ = find_model_file(store, settings, model)
     try:
-        text = layout.evaluation_path(settings, model_id).read_bytes()
+        text = output_bytes(settings, model_id, layout.evaluation_path(settings, model_id).name)
     except FileNotFoundError:
         raise EvaluationNotFound(
             f"model {model_id} has no evaluation yet; POST /jobs/evaluate makes one"
@@ -86,9 +88,9 @@ def confusion_chart(store: JobStore, settings: Settings, model: str) -> bytes:
     """The PNG of the confusion matrix of the model's own evaluation."""
     model_id, _ = find_model_file(store, settings, model)
     # evaluation.json is written after the chart: only with it is the chart complete.
-    if not layout.evaluation_path(settings, model_id).is_file():
+    if not output_exists(settings, model_id, layout.evaluation_path(settings, model_id).name):
         raise EvaluationNotFound(f"model {model_id} has no evaluation yet")
     try:
-        return layout.confusion_path(settings, model_id).read_bytes()
+        return output_bytes(settings, model_id, layout.confusion_path(settings, model_id).name)
     except FileNotFoundError:
         raise EvaluationNotFound(f"model {model_id} has no confusion chart") from None

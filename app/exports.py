@@ -1,7 +1,8 @@
 """Exports of a model: accepting export jobs, listing the checked artifacts, serving one.
 
 The job (``worker.export_job``) builds, checks and offers an artifact; this side only reads
-what it offered (``worker.exports.formats``: an artifact counts once its metadata exists).
+what it offered (``worker.exports.formats``: an artifact counts once its metadata exists),
+in the store when there is one (an artifact is then downloaded through this host's cache).
 """
 
 from __future__ import annotations
@@ -15,17 +16,16 @@ from pydantic import BaseModel, ConfigDict
 from app.dataset_catalog import dataset_manifest
 from app.model_registry import ModelNotFound, find_model_file
 from app.submission import SubmissionRefused, create_and_publish
-from core import layout
 from core.config import Settings
 from core.jobs import Job, JobStore
 from worker.exports.formats import (
     MEDIA_TYPES,
     ExportFormat,
     ExportList,
-    artifact_path,
     download_name,
-    list_exports,
-    read_export,
+    local_artifact,
+    stored_export,
+    stored_exports,
 )
 
 
@@ -70,7 +70,7 @@ def submit_export(
 def model_exports(store: JobStore, settings: Settings, model: str) -> ExportList:
     """The checked exports of model ``model`` (an id or an alias)."""
     model_id, _ = find_model_file(store, settings, model)
-    return ExportList(exports=list_exports(layout.exports_root(settings, model_id)))
+    return ExportList(exports=stored_exports(settings, model_id))
 
 
 def export_file(store: JobStore, settings: Settings, model: str, fmt: ExportFormat) -> ExportFile:
@@ -81,13 +81,13 @@ def export_file(store: JobStore, settings: Settings, model: str, fmt: ExportForm
         ExportNotFound: The model has no checked export in that format.
     """
     model_id, _ = find_model_file(store, settings, model)
-    root = layout.exports_root(settings, model_id)
-    if read_export(root, fmt) is None:
+    info = stored_export(settings, model_id, fmt)
+    if info is None:
         raise ExportNotFound(
             f"model {model_id} has no {fmt} export; POST /models/{model_id}/exports makes one"
         )
     return ExportFile(
-        path=artifact_path(root, fmt),
+        path=local_artifact(settings, model_id, info),
         filename=download_name(model_id, fmt),
         media_type=MEDIA_TYPES[fmt],
     )

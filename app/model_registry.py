@@ -1,12 +1,13 @@
 """Models by id: a model is what a succeeded train job saved, and its id is that job's id.
 
 The service side of serving: the job store says which jobs are models, ``core.layout``
-where their files are; ``model.serving`` only loads a file it is handed.
+where their files are; ``model.serving`` only loads a file it is handed. With an object
+store a model file is an object, fetched into this host's cache on first use
+(``core/job_files.py``); models are still listed from the job store.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from app.history_chart import history_png
 from core import layout
 from core.aliases import DELETED_AT, Alias, Aliases, AliasNotFound
 from core.config import Settings
+from core.job_files import delete_job_files, local_model, output_bytes
 from core.jobs import Job, JobNotFound, JobState, JobStore
 from core.manifest import ClassEntry
 from core.names import is_valid_name
+from core.storage import ObjectNotFound, TruncatedObject
 from model.serving import LoadedModel, ModelCache
 
 _CLASSES = TypeAdapter(list[ClassEntry])
@@ -74,18 +77,29 @@ def find_model_file(store: JobStore, settings: Settings, model_id: str | None) -
     """
     if model_id is not None:
         job = _model_job(store, model_id)
-        path = layout.model_path(settings, job.id)
-        if not path.is_file():
+        path = _model_file(settings, job.id)
+        if path is None:
             raise ModelNotFound(f"model {model_id} has no model file (deleted?)")
         return job.id, path
     succeeded = JobState.SUCCEEDED.value
     newest = store.list_jobs(kind="train", state=succeeded, limit=1)
     # Almost always the newest has its file; only when it was deleted look further back.
     for job in _chain(newest, lambda: store.list_jobs(kind="train", state=succeeded)[1:]):
-        path = layout.model_path(settings, job.id)
-        if path.is_file():
+        path = _model_file(settings, job.id)
+        if path is not None:
             return job.id, path
     raise NoModelYet("no model trained yet: no train job has succeeded")
+
+
+def _model_file(settings: Settings, job_id: str) -> Path | None:
+    """The local file of the job's model (from the store through this host's cache), or
+    None when it has none. A truncated model object is refused, with the reason."""
+    try:
+        return local_model(settings, job_id)
+    except FileNotFoundError:
+        return None
+    except TruncatedObject as exc:
+        raise ModelNotFound(f"model {job_id} cannot be read: {exc}") from exc
 
 
 def _model_job(store: JobStore, name: str) -> Job:
@@ -144,9 +158,10 @@ def load_served_model(
 
 def _saved_classes(settings: Settings, model_id: str) -> list[ClassEntry]:
     """The classes.json the train job wrote beside its model; [] when it has none."""
+    name = layout.classes_path(settings, model_id).name
     try:
-        return _CLASSES.validate_json(layout.classes_path(settings, model_id).read_bytes())
-    except (OSError, ValueError):
+        return _CLASSES.validate_json(output_bytes(settings, model_id, name))
+    except (OSError, ValueError, ObjectNotFound):
         return []
 
 
@@ -200,8 +215,8 @@ def model_labels(store: JobStore, settings: Settings, cache: ModelCache, model: 
 
 def delete_model(store: JobStore, settings: Settings, cache: ModelCache, model_id: str) -> None:
     """Delete model `model_id`: its checkpoints, model files and exports (its whole job
-    folder). The job record stays, marked in its result (`deleted_at`), so its history
-    remains; the model is no longer listed or served.
+    folder, in the store too). The job record stays, marked in its result (`deleted_at`),
+    so its history remains; the model is no longer listed or served.
 
     Raises:
         ModelNotFound, NotATrainJob: No such model (or deleted already).
@@ -219,7 +234,7 @@ def delete_model(store: JobStore, settings: Settings, cache: ModelCache, model_i
         raise ModelInUse(f"model {job.id} is used by {', '.join(users)}; wait or cancel them")
     Aliases(store.engine).retire_model(job.id)  # from now on it is neither listed nor served
     _drop_cached(cache, job.id)
-    shutil.rmtree(layout.job_dir(settings, job.id), ignore_errors=True)
+    delete_job_files(settings, job.id)  # the store's jobs/<id>/ too
 
 
 def _drop_cached(cache: ModelCache, model_id: str) -> None:

@@ -16,6 +16,7 @@ from app.schemas import ShardRequest
 from core import layout
 from core.config import Settings
 from core.files import files_for
+from core.job_files import stored_checkpoint_epochs
 from core.jobs import FINISHED_STATES, Job, JobKind, JobNotFound, JobState, JobStore
 from core.names import is_within, resolve_under
 from core.train_config import TrainConfig
@@ -106,7 +107,7 @@ def _resume_params(store: JobStore, settings: Settings, request: TrainConfig) ->
             f"dataset {request.dataset!r} has a different number of classes than "
             f"{origin.params['dataset']!r}, which job {origin.id} was trained on"
         )
-    epochs = layout.checkpoint_epochs(settings, origin.id)
+    epochs = stored_checkpoint_epochs(settings, origin.id)
     if not epochs:
         raise SubmissionRefused(f"job {origin.id} has no checkpoint to resume from")
     initial_epoch = epochs[-1] if request.initial_epoch is None else request.initial_epoch

@@ -14,7 +14,8 @@ The work of a job of kind ``predict``, whose params were resolved at submission
 * A file that cannot be read or decoded is counted and listed (the first
   ``UNREADABLE_LISTED``) in the result, with the reason; it never fails the job.
 * The CSV is written to a temporary file and renamed into place when every image is done:
-  a cancelled or failed job leaves no ``predictions.csv``.
+  a cancelled or failed job leaves no ``predictions.csv``. With an object store the source
+  is read through this host's cache and the finished CSV is then published.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from typing import Any
 import numpy as np
 
 from core import layout
+from core.files import files_for
+from core.job_files import publish_path
 from core.names import resolve_under
 from model.serving import BadImage, LoadedModel, decode_upload, top_k
 from worker.evaluation_job import load_job_model
@@ -97,6 +100,11 @@ def run_batch_prediction(ctx: JobContext) -> dict[str, Any]:
         source = resolve_under(settings.resolved_data_root, params["source"])
     except ValueError as exc:
         raise JobFailed(str(exc)) from exc
+    files = files_for(settings)
+    if files.remote:
+        from worker.shard_store import local_source
+
+        source = local_source(files, files.key_of(source))
     if not source.exists():
         raise JobFailed(f"source {params['source']!r} does not exist (any more)")
     model = load_job_model(settings, params["model"])
@@ -113,6 +121,7 @@ def run_batch_prediction(ctx: JobContext) -> dict[str, Any]:
             with temp.open("w", newline="", encoding="utf-8") as out:
                 tally = _classify_all(ctx, model, files, names, k, csv.writer(out))
         os.replace(temp, target)
+        publish_path(settings, target)
     except SourceError as exc:
         raise JobFailed(str(exc)) from exc
     finally:

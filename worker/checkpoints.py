@@ -9,6 +9,12 @@ the optimizer's variables: `model.load_weights`) into a network built and compil
 machine (`restore_checkpoint`), not the checkpoint's own compiled model: the checkpoint
 may come from a machine with other XLA and precision settings, and `load_model` would
 bring back its `jit_compile` and dtype policies.
+With an object store (``TINYRES_STORAGE_URL``) each checkpoint is still written locally
+and atomically, then published with a sidecar recording its size (``core/job_files.py``);
+the newest sidecar carries the best epoch, pruning deletes in the store too, and a resume
+on any host downloads the newest committed checkpoint that loads. Its local copy is then
+scratch, and removed. With the local backend nothing of that runs: the files above are all.
+
 This module imports Keras: only the training task imports it, inside the task.
 """
 
@@ -24,6 +30,16 @@ import keras
 
 from core import layout
 from core.config import Settings
+from core.files import files_for
+from core.job_files import (
+    StoredCheckpoint,
+    checkpoint_objects,
+    fetch_checkpoint,
+    prune_stored,
+    publish_checkpoint,
+    stored_checkpoints,
+)
+from core.storage import StoreError
 from worker.runner import JobFailed
 
 log = logging.getLogger(__name__)
@@ -40,9 +56,17 @@ def atomic_keras_save(model: keras.Model, path: Path) -> None:
 
 
 def remove_partial_files(settings: Settings, job_id: str) -> None:
-    """Delete what a killed attempt was writing: a `.tmp-*` file is never complete."""
+    """Delete what a killed attempt was writing: a `.tmp-*` file is never complete, nor is
+    a checkpoint object in the store without its sidecar."""
     for leftover in layout.job_dir(settings, job_id).rglob(".tmp-*"):
         leftover.unlink()
+    files = files_for(settings)
+    if files.remote:
+        committed = {stored.key for stored in stored_checkpoints(files, job_id)}
+        for key in checkpoint_objects(files, job_id):
+            if key not in committed:
+                log.info("job %s: %s was never committed; removed", job_id, key)
+                files.store.delete(key)
 
 
 def restore_checkpoint(model: keras.Model, path: Path) -> None:
@@ -58,9 +82,40 @@ def restore_checkpoint(model: keras.Model, path: Path) -> None:
         raise JobFailed(f"checkpoint {path.name} cannot be read: {exc}") from exc
 
 
+def checkpoint_epochs(settings: Settings, job_id: str) -> list[int]:
+    """Epochs that have a checkpoint: local files, or with a store its committed checkpoint
+    objects (an object without its sidecar is an upload that never finished: its epoch's
+    history was never recorded either, so it does not count)."""
+    files = files_for(settings)
+    if not files.remote:
+        return layout.checkpoint_epochs(settings, job_id)
+    return [stored.epoch for stored in stored_checkpoints(files, job_id)]
+
+
+def restore_stored_checkpoint(
+    model: keras.Model, settings: Settings, stored: StoredCheckpoint
+) -> None:
+    """Download one committed checkpoint (checked against its sidecar) and restore it;
+    `JobFailed` when it is truncated, gone or unreadable."""
+    try:
+        path = fetch_checkpoint(files_for(settings), stored)
+    except (StoreError, FileNotFoundError) as exc:
+        raise JobFailed(f"checkpoint {stored.key} cannot be fetched: {exc}") from exc
+    restore_checkpoint(model, path)
+
+
 def restore_newest_checkpoint(settings: Settings, job_id: str, model: keras.Model) -> int | None:
     """Restore the newest checkpoint that loads (a truncated one, killed mid-write, is
     skipped) into `model`; return its epoch, or None when none loads."""
+    files = files_for(settings)
+    if files.remote:
+        for stored in reversed(stored_checkpoints(files, job_id)):
+            try:
+                restore_stored_checkpoint(model, settings, stored)
+                return stored.epoch
+            except JobFailed as exc:
+                log.warning("job %s: %s; trying the one before", job_id, exc)
+        return None
     folder = layout.checkpoints_dir(settings, job_id)
     for epoch in reversed(layout.checkpoint_epochs(settings, job_id)):
         try:
@@ -74,9 +129,15 @@ def restore_newest_checkpoint(settings: Settings, job_id: str, model: keras.Mode
 def save_checkpoint(
     settings: Settings, job_id: str, model: keras.Model, epoch: int, metrics: dict[str, float]
 ) -> None:
-    """Write epoch `epoch`'s checkpoint, update the best one, prune to the newest `keep`."""
+    """Write epoch `epoch`'s checkpoint, update the best one, prune to the newest `keep`.
+    With a store it is published (and its sidecar) before this returns."""
     folder = layout.checkpoints_dir(settings, job_id)
+    folder.mkdir(parents=True, exist_ok=True)
     atomic_keras_save(model, folder / layout.checkpoint_name(epoch))
+    files = files_for(settings)
+    if files.remote:
+        _publish(settings, job_id, folder / layout.checkpoint_name(epoch), epoch, metrics)
+        return
     best_file = folder / BEST_FILE
     best = _read_best(best_file)
     if "val_accuracy" in metrics and (
@@ -102,3 +163,19 @@ def _prune(settings: Settings, job_id: str, best_epoch: int | None) -> None:
     for epoch in epochs[: -settings.checkpoints_keep]:
         if epoch != best_epoch:
             (folder / layout.checkpoint_name(epoch)).unlink(missing_ok=True)
+
+
+def _publish(
+    settings: Settings, job_id: str, path: Path, epoch: int, metrics: dict[str, float]
+) -> None:
+    """The store's side of `save_checkpoint`: upload, sidecar (with the best epoch so far)
+    last, prune the store's checkpoints."""
+    files = files_for(settings)
+    committed = stored_checkpoints(files, job_id)
+    best = next((c.best for c in reversed(committed) if c.best), None)
+    if "val_accuracy" in metrics and (
+        best is None or metrics["val_accuracy"] > best["val_accuracy"]
+    ):
+        best = {"epoch": epoch, "val_accuracy": metrics["val_accuracy"]}
+    publish_checkpoint(files, job_id, path, epoch, best)
+    prune_stored(files, job_id, settings.checkpoints_keep, best["epoch"] if best else None)

@@ -8,7 +8,9 @@ the model.
 
 A model's ``evaluation.json`` and ``confusion.png`` are each written to a temporary file
 and renamed into place, the chart first: a reader finds the JSON only once both are
-complete, and a failed or cancelled evaluation leaves nothing that looks finished.
+complete, and a failed or cancelled evaluation leaves nothing that looks finished. With an
+object store both are then published in that order (the chart first, the JSON last), and
+the model and the dataset are read through this host's cache (``core/job_files.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ from typing import Any
 from core import layout
 from core.config import Settings
 from core.evaluation import Evaluation, SplitName
+from core.files import files_for
+from core.job_files import local_dataset, local_model, publish_path
 from core.manifest import write_text_atomic
+from core.storage import ObjectNotFound, TruncatedObject
 from model.serving import LoadedModel, ModelBroken, load_model
 from worker.confusion_chart import confusion_png
 from worker.devices import gpus
@@ -66,17 +71,23 @@ def evaluate_trained_model(ctx: JobContext, model_path: Path, dataset: str) -> d
 def write_model_evaluation(settings: Settings, evaluation: Evaluation) -> None:
     """A model's own evaluation and confusion chart, beside its model file, atomically."""
     chart = layout.confusion_path(settings, evaluation.model)
+    if files_for(settings).remote:  # this host need not hold the model's folder
+        chart.parent.mkdir(parents=True, exist_ok=True)
     _write_bytes_atomic(chart, confusion_png(evaluation))
-    write_text_atomic(
-        layout.evaluation_path(settings, evaluation.model), evaluation.model_dump_json()
-    )
+    report = layout.evaluation_path(settings, evaluation.model)
+    write_text_atomic(report, evaluation.model_dump_json())
+    publish_path(settings, chart)
+    publish_path(settings, report)
 
 
 def load_job_model(settings: Settings, model_id: str) -> LoadedModel:
     """The model a job's params name, loaded for serving; ``JobFailed`` when it is gone."""
-    path = layout.model_path(settings, model_id)
-    if not path.is_file():
-        raise JobFailed(f"model {model_id} has no model file (deleted?)")
+    try:
+        path = local_model(settings, model_id)
+    except FileNotFoundError:
+        raise JobFailed(f"model {model_id} has no model file (deleted?)") from None
+    except TruncatedObject as exc:
+        raise JobFailed(f"model {model_id} cannot be read: {exc}") from exc
     return _load(model_id, path)
 
 
@@ -101,12 +112,11 @@ def _evaluate(
 
     started = time.monotonic()
     try:
-        evaluation = evaluate(
-            model, layout.dataset_dir(ctx.settings, dataset), split, on_batch=on_batch
-        )
+        folder = local_dataset(ctx.settings, dataset)
+        evaluation = evaluate(model, folder, split, on_batch=on_batch)
     except EvaluationError as exc:
         raise JobFailed(str(exc)) from exc
-    except FileNotFoundError as exc:  # the dataset was deleted under it
+    except (FileNotFoundError, ObjectNotFound, TruncatedObject) as exc:  # deleted under it
         raise JobFailed(f"dataset {dataset!r} cannot be read: {exc}") from exc
     seconds = time.monotonic() - started
     log.info(

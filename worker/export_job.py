@@ -5,6 +5,10 @@ Params: ``{"model": model id (resolved by the API), "format": "saved_model" | "o
 artifact whose check passed is moved (``os.replace``) to its final name, and its metadata
 is written after it (``worker.exports.formats``), so a failed, cancelled or killed job
 leaves nothing that is offered. A retried job starts from a clean scratch folder.
+
+With an object store the model and the dataset come through this host's cache, and the
+offer is made in the store in the same order: the old metadata object goes, the artifact
+is published, its metadata last (``worker.exports.formats.offer``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from core import layout
+from core.job_files import dataset_in_store, local_dataset, local_model
 from core.jobs import utcnow
+from core.storage import TruncatedObject
 from worker.exports.formats import (
     RUNTIMES,
     TEMP_PREFIX,
@@ -27,6 +33,8 @@ from worker.exports.formats import (
     ExportInfo,
     artifact_path,
     metadata_path,
+    offer,
+    withdraw_offer,
     write_metadata,
 )
 from worker.runner import JobContext, JobFailed
@@ -61,17 +69,23 @@ def run_export(ctx: JobContext) -> dict[str, Any]:
     """Export, check and offer one artifact; returns the job's result."""
     params = ExportParams.model_validate(ctx.job.params)
     settings = ctx.settings
-    model_file = layout.model_path(settings, params.model)
-    if not model_file.is_file():
-        raise JobFailed(f"model {params.model} has no model file (deleted?)")
+    try:
+        model_file = local_model(settings, params.model)
+    except FileNotFoundError:
+        raise JobFailed(f"model {params.model} has no model file (deleted?)") from None
+    except TruncatedObject as exc:
+        raise JobFailed(f"model {params.model} cannot be read: {exc}") from exc
     job = ctx.store.get(params.model)
     dataset = str(job.params["dataset"])
-    dataset_dir = layout.dataset_dir(settings, dataset)
-    if not layout.manifest_path(settings, dataset).is_file():
+    if not dataset_in_store(settings, dataset):
         raise JobFailed(
             f"dataset {dataset!r} of model {params.model} no longer exists: the export "
             "cannot be checked against its val split"
         )
+    try:
+        dataset_dir = local_dataset(settings, dataset)
+    except (FileNotFoundError, TruncatedObject) as exc:
+        raise JobFailed(f"dataset {dataset!r} cannot be read: {exc}") from exc
     root = layout.exports_root(settings, params.model)
     scratch = root / f"{TEMP_PREFIX}{ctx.job_id}"
     shutil.rmtree(scratch, ignore_errors=True)  # what an earlier attempt left
@@ -128,6 +142,7 @@ def _export(
     root = scratch.parent
     # Offer it: the old metadata goes first, the artifact moves in, its metadata comes last.
     metadata_path(root, fmt).unlink(missing_ok=True)
+    withdraw_offer(ctx.settings, params.model, fmt)
     final = artifact_path(root, fmt)
     os.replace(artifact, final)
     info = ExportInfo(
@@ -139,6 +154,7 @@ def _export(
         runtime=RUNTIMES[fmt],
     )
     write_metadata(root, info)
+    offer(ctx.settings, params.model, fmt)
     progress(1.0, "done", images=agreement.images)
     log.info("job %s: %s export of %s offered (%s)", ctx.job_id, fmt, params.model, info)
     return {

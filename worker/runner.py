@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from core.config import Settings
+from core.files import files_for
 from core.jobs import Job, JobState, JobStore, LeaseLost
 from worker.joblog import attach_job_log, detach_job_log
 from worker.shutdown import (
@@ -230,7 +231,8 @@ def run_job(
         log.info("job %s not run here: %s", job_id, claim.reason)
         return None
     assert claim.job is not None
-    job_log = attach_job_log(settings.resolved_data_root, job_id)  # the job's own log file
+    # The job's own log file (published to the object store, when there is one).
+    job_log = attach_job_log(settings.resolved_data_root, job_id, files=files_for(settings))
     ctx = JobContext(store, claim.job, settings, owner)
     heartbeat = Heartbeat(ctx, interval=max(settings.lease_seconds / 4, 0.5))
     heartbeat.beat()

@@ -12,7 +12,9 @@ hand its loss back before the next one starts. So:
 * `JobWatch` also stops `fit` and `evaluate` within a step once the job must stop
   (cancel, lease lost, worker shutdown), by setting `stop_training` / `stop_evaluating`,
   which Keras checks after every step;
-* `EpochTensorBoard` is Keras's TensorBoard without its per-batch hooks.
+* `EpochTensorBoard` is Keras's TensorBoard without its per-batch hooks; with an object
+  store it publishes its event files at every epoch end (after flushing them) and at the
+  end of training, so curves follow the run from any host.
 
 `EpochCheckpoint` (after `JobProgress`) saves the epoch's checkpoint and only then commits
 the epoch's history, so the recorded history never runs ahead of the checkpoints. This
@@ -25,10 +27,13 @@ import logging
 import math
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import keras
 
+from core.config import Settings
+from core.files import files_for
 from core.train_config import TrainConfig
 from worker.checkpoints import save_checkpoint
 from worker.runner import JobContext, JobFailed
@@ -211,8 +216,40 @@ class EpochTensorBoard(keras.callbacks.TensorBoard):
     on_train_batch_end = keras.callbacks.Callback.on_train_batch_end
     on_test_batch_end = keras.callbacks.Callback.on_test_batch_end
 
-    def __init__(self, log_dir: str) -> None:
+    def __init__(self, log_dir: str, settings: Settings | None = None) -> None:
         super().__init__(log_dir=log_dir, write_graph=False, profile_batch=0, update_freq="epoch")
+        self.files = files_for(settings) if settings is not None else None
+        self.published: dict[Path, int] = {}  # event file -> size last uploaded
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_epoch_end(epoch, logs)
+        for writer in self._writers.values():
+            writer.flush()
+        self.publish()
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_end(logs)  # closes (and flushes) the writers
+        self.publish()
+        if self.files is not None:  # the store has them all now: this host keeps none
+            for path, size in self.published.items():
+                if path.is_file() and path.stat().st_size == size:  # uploaded as it is
+                    self.files.discard_local(path)
+
+    def publish(self) -> None:
+        """Upload every event file that grew since its last upload. An event file is
+        appended to, so its object is replaced by a longer copy; TensorBoard reads a
+        shorter one as the run so far, never as damaged. A failed upload is retried at
+        the next epoch: curves are not worth failing a job over."""
+        if self.files is None or not self.files.remote:
+            return
+        for path in sorted(Path(self.log_dir).rglob("*")):
+            try:
+                size = path.stat().st_size if path.is_file() else None
+                if size is not None and self.published.get(path) != size:
+                    self.files.publish(path)
+                    self.published[path] = size
+            except Exception:
+                log.warning("TensorBoard file %s not published", path, exc_info=True)
 
 
 class JobWatch(threading.Thread):

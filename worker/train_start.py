@@ -15,6 +15,9 @@ A job resumed from another one starts its history with the other job's entries u
 `initial_epoch`, each marked `"from_job": <that job's id>` (an entry that already names
 the job it came from keeps it), so a client sees the whole run; its own epochs carry no
 mark.
+
+With an object store the checkpoints looked for are the store's (any host's), committed
+by their sidecars (``core/job_files.py``): a job resumes on whichever host takes it.
 """
 
 from __future__ import annotations
@@ -26,9 +29,17 @@ from typing import Any
 import keras
 
 from core import layout
+from core.files import files_for
+from core.job_files import stored_checkpoints
 from core.jobs import JobNotFound
 from core.train_config import TrainConfig
-from worker.checkpoints import remove_partial_files, restore_checkpoint, restore_newest_checkpoint
+from worker.checkpoints import (
+    checkpoint_epochs,
+    remove_partial_files,
+    restore_checkpoint,
+    restore_newest_checkpoint,
+    restore_stored_checkpoint,
+)
 from worker.runner import JobContext, JobFailed
 
 log = logging.getLogger(__name__)
@@ -46,7 +57,7 @@ class Start:
 def starting_point(ctx: JobContext, config: TrainConfig, model: keras.Model) -> Start:
     """Restore the run's starting checkpoint into the compiled `model`, if it has one."""
     remove_partial_files(ctx.settings, ctx.job_id)
-    epochs = layout.checkpoint_epochs(ctx.settings, ctx.job_id)
+    epochs = checkpoint_epochs(ctx.settings, ctx.job_id)
     if epochs:
         epoch = restore_newest_checkpoint(ctx.settings, ctx.job_id, model)
         if epoch is None:
@@ -62,10 +73,22 @@ def starting_point(ctx: JobContext, config: TrainConfig, model: keras.Model) -> 
     if config.resume_from is not None:
         assert config.initial_epoch is not None
         parent = config.resume_from
-        folder = layout.checkpoints_dir(ctx.settings, parent)
-        restore_checkpoint(model, folder / layout.checkpoint_name(config.initial_epoch))
+        _restore_parent(ctx, model, parent, config.initial_epoch)
         return Start(config.initial_epoch, parent_history(ctx, parent, config.initial_epoch), False)
     return Start(0, [], fresh=True)
+
+
+def _restore_parent(ctx: JobContext, model: keras.Model, parent: str, epoch: int) -> None:
+    """Restore job `parent`'s checkpoint at `epoch` (from the store when there is one)."""
+    files = files_for(ctx.settings)
+    if not files.remote:
+        folder = layout.checkpoints_dir(ctx.settings, parent)
+        restore_checkpoint(model, folder / layout.checkpoint_name(epoch))
+        return
+    found = [c for c in stored_checkpoints(files, parent) if c.epoch == epoch]
+    if not found:
+        raise JobFailed(f"job {parent} has no checkpoint for epoch {epoch} in the store")
+    restore_stored_checkpoint(model, ctx.settings, found[0])
 
 
 def parent_history(ctx: JobContext, parent: str, initial_epoch: int) -> list[dict[str, Any]]:

@@ -22,6 +22,11 @@ checkpoint, saving, evaluation.
 
 The job ends with the `.keras` model file POST /predict loads (class list inside) and its
 evaluation on its dataset's val split; exports are jobs of their own.
+
+With an object store (``core/job_files.py``) the dataset is read through this host's
+cache (every shard fetched and checked against its manifest, and pinned for the run), each
+checkpoint is published before its epoch's history is recorded, TensorBoard's files after
+each epoch, and ``classes.json`` then ``model.keras`` before the job can succeed.
 """
 
 from __future__ import annotations
@@ -35,9 +40,12 @@ import keras
 import tensorflow as tf
 
 from core import layout
+from core.files import files_for
+from core.job_files import pinned_dataset
+from core.storage import TruncatedObject
 from core.train_config import TrainConfig
 from worker.checkpoints import atomic_keras_save
-from worker.devices import backend, configure_devices
+from worker.devices import Placement, backend, configure_devices
 from worker.evaluation_job import evaluate_trained_model
 from worker.reader import Datasets, make_datasets
 from worker.recipes import build_model, compile_model, schedule_callback
@@ -68,8 +76,20 @@ def train(ctx: JobContext) -> dict[str, Any]:
     keras.utils.set_random_seed(config.seed)
     placement = configure_devices(settings)
     ctx.check_cancelled()
+    try:
+        with pinned_dataset(settings, config.dataset) as folder:
+            return _train_on(ctx, config, placement, folder)
+    except TruncatedObject as exc:
+        raise JobFailed(f"dataset {config.dataset!r} cannot be read: {exc}") from exc
+
+
+def _train_on(
+    ctx: JobContext, config: TrainConfig, placement: Placement, folder: Path
+) -> dict[str, Any]:
+    """`train` once the dataset is a local folder."""
+    settings = ctx.settings
     data = make_datasets(
-        layout.dataset_dir(settings, config.dataset),
+        folder,
         config.batch_size,
         cache_bytes=settings.reader_cache_bytes,
         seed=config.seed,
@@ -118,6 +138,7 @@ def train(ctx: JobContext) -> dict[str, Any]:
     ctx.report(progress={"phase": "evaluation"})
     # An evaluation that fails fails the job, with its reason.
     result["evaluation"] = evaluate_trained_model(ctx, path, config.dataset)
+    files_for(settings).discard_local(path)  # in the store since `_save_model`
     return result
 
 
@@ -130,7 +151,7 @@ def callbacks_of(
         schedule_callback(config),
         progress,
         EpochCheckpoint(ctx, progress),
-        EpochTensorBoard(log_dir=str(job_dir / "tensorboard")),
+        EpochTensorBoard(log_dir=str(job_dir / "tensorboard"), settings=ctx.settings),
     ]
 
 
@@ -180,10 +201,18 @@ def _sanity_check(ctx: JobContext, model: keras.Model, data: Datasets, classes: 
 
 
 def _save_model(ctx: JobContext, model: keras.Model, classes: list[dict[str, Any]]) -> Path:
-    """The `.keras` file POST /predict loads, with its class list inside."""
+    """The `.keras` file POST /predict loads, with its class list inside. With a store,
+    ``classes.json`` and then the model are published (the local model file stays until
+    the evaluation has read it)."""
     path = layout.model_path(ctx.settings, ctx.job_id)
     model.class_names = [dict(c) for c in classes]
     atomic_keras_save(model, path)
+    files = files_for(ctx.settings)
+    if files.remote:
+        classes_file = layout.classes_path(ctx.settings, ctx.job_id)
+        files.publish(classes_file)
+        files.discard_local(classes_file)
+        files.publish(path)
     return path
 
 

@@ -9,6 +9,11 @@ from pathlib import Path
 
 from core.config import Settings
 from core.jobs import JobState, JobStore
+from tests.utils.seaweed import (  # noqa: F401
+    s3_credentials_fixture,
+    s3_settings_fixture,
+    seaweed_fixture,
+)
 from worker.joblog import LOG_BACKUPS, LOG_MAX_BYTES, attach_job_log, detach_job_log, job_log_path
 from worker.runner import JobContext, run_job
 
@@ -47,3 +52,26 @@ def test_a_failed_jobs_traceback_is_in_its_log(settings: Settings) -> None:
     assert finished is not None and finished.state == JobState.FAILED
     text = job_log_path(settings.resolved_data_root, job.id).read_text()
     assert "about to fail" in text and "Traceback" in text and "ValueError: a bad thing" in text
+
+
+def test_a_job_log_is_published_to_the_store_and_served_from_it(s3_settings: Settings) -> None:
+    """With an object store the log is an object when the job ends (continued, not
+    restarted, by a later attempt on another host), and the API reads it from there."""
+    from app.api.routes.logs import read_log
+    from core.files import Files
+
+    root = s3_settings.resolved_data_root
+    files = Files(s3_settings)
+    logger = logging.getLogger("tests.joblog")
+    logger.setLevel(logging.INFO)
+    for attempt in ("first", "second"):
+        job_log = attach_job_log(root, "job1", files=files)
+        try:
+            logger.info("%s attempt", attempt)
+        finally:
+            detach_job_log(job_log)
+        assert not job_log_path(root, "job1").exists()  # only the store keeps it
+    stored = files.get_bytes("logs/job1.log").decode()
+    assert stored.index("first attempt") < stored.index("second attempt")
+    text, offset = read_log(s3_settings, "job1", tail=None)
+    assert text == stored and offset == len(stored.encode())

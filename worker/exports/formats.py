@@ -6,6 +6,12 @@ An export is offered only when its metadata file exists and names the artifact's
 job writes the artifact first (atomically, after its check passed) and the metadata last,
 so a failed or interrupted job leaves nothing that looks finished, and a re-export that
 replaces the artifact is never listed with the old one's numbers.
+
+With an object store the same holds for the objects (`offer`: the artifact is published,
+its metadata last; `withdraw_offer` removes the metadata object first), and the API reads
+them from the store (`stored_export`, `stored_exports`, `local_artifact`: through this
+host's cache). With the local backend those are `read_export` and `list_exports` on the
+data root.
 """
 
 from __future__ import annotations
@@ -17,6 +23,12 @@ from pathlib import Path
 from typing import Final, Literal, get_args
 
 from pydantic import BaseModel, Field, ValidationError
+
+from core import layout
+from core.config import Settings
+from core.files import files_for
+from core.job_files import job_key
+from core.storage import ObjectNotFound
 
 ExportFormat = Literal["saved_model", "onnx", "litert"]
 FORMATS: Final[tuple[str, ...]] = get_args(ExportFormat)
@@ -40,6 +52,7 @@ RUNTIMES: Final[dict[str, str]] = {
 }
 MIN_AGREEMENT: Final = 0.99
 TEMP_PREFIX: Final = ".tmp-"
+EXPORTS_FOLDER: Final = "exports"  # layout.exports_root, relative to the job's folder
 
 
 class ExportInfo(BaseModel):
@@ -107,3 +120,54 @@ def withdraw(root: Path, fmt: str) -> None:
     """Stop offering the export of ``fmt`` (its metadata goes first, then the artifact)."""
     for path in (metadata_path(root, fmt), artifact_path(root, fmt)):
         path.unlink(missing_ok=True)
+
+
+def _key(model_id: str, name: str) -> str:
+    return job_key(model_id, EXPORTS_FOLDER, name)
+
+
+def offer(settings: Settings, model_id: str, fmt: str) -> None:
+    """Publish a committed local export: the artifact, then its metadata (from now on the
+    store offers it); the local copies are then scratch, and removed."""
+    files = files_for(settings)
+    if not files.remote:
+        return
+    root = layout.exports_root(settings, model_id)
+    for path in (artifact_path(root, fmt), metadata_path(root, fmt)):
+        files.publish(path)
+        files.discard_local(path)
+
+
+def withdraw_offer(settings: Settings, model_id: str, fmt: str) -> None:
+    """Stop offering the export of ``fmt`` in the store (its metadata object goes)."""
+    files = files_for(settings)
+    if files.remote:
+        files.store.delete(_key(model_id, metadata_path(Path(), fmt).name))
+
+
+def stored_export(settings: Settings, model_id: str, fmt: str) -> ExportInfo | None:
+    """`read_export` of the model's exports, in the store."""
+    files = files_for(settings)
+    if not files.remote:
+        return read_export(layout.exports_root(settings, model_id), fmt)
+    try:
+        info = ExportInfo.model_validate_json(
+            files.get_bytes(_key(model_id, metadata_path(Path(), fmt).name))
+        )
+        size = files.info(_key(model_id, ARTIFACT_FILES[fmt])).size
+    except (ObjectNotFound, ValidationError):
+        return None
+    return info if info.format == fmt and info.bytes == size else None
+
+
+def stored_exports(settings: Settings, model_id: str) -> list[ExportInfo]:
+    """`list_exports` of the model's exports, in the store."""
+    return [info for fmt in FORMATS if (info := stored_export(settings, model_id, fmt))]
+
+
+def local_artifact(settings: Settings, model_id: str, info: ExportInfo) -> Path:
+    """A local file of the offered artifact `info` (checked against its recorded size)."""
+    files = files_for(settings)
+    if not files.remote:
+        return artifact_path(layout.exports_root(settings, model_id), info.format)
+    return files.local(_key(model_id, ARTIFACT_FILES[info.format]), size=info.bytes)
