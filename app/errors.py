@@ -137,12 +137,14 @@ async def _invalid_request(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     # A 405 names in `Allow` every method of the path template that answered: Starlette
-    # names only those of its first route (GET /models/{id}, not DELETE /models/{id}).
+    # names only those of its first route (GET /models/{id}, not DELETE /models/{id}). The
+    # template is the most specific one that matches: /jobs/evaluate, not /jobs/{job_id}.
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 405:
         routes = [r for r in iter_route_contexts(request.app.routes) if r.path is not None]
         path = request.url.path
-        matched = next((r.path for r in routes if r.path_regex.match(path)), None)
+        templates = [r.path for r in routes if r.path_regex.match(path)]
+        matched = min(templates, key=lambda t: t.count("{"), default=None)
         methods = {m for r in routes if r.path == matched for m in r.methods or ()}
         if methods:
             exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(methods))}

@@ -90,8 +90,9 @@ CONFIG = schemathesis.Config.from_dict(
             },
             {
                 # What JSON Schema cannot say: the source must exist, the dataset must have
-                # been sharded, resume_from must be a train job with a checkpoint (422).
-                "include-path-regex": "^/jobs/(shard|train)$",
+                # been sharded, resume_from must be a train job with a checkpoint (422); a
+                # model must exist (404), or any model at all for `model: null` (409).
+                "include-path-regex": "^/jobs/(shard|train|evaluate|predict)$",
                 "checks": {
                     "positive_data_acceptance": {
                         "expected-statuses": ["2xx", "401", "404", "409", "422"]

@@ -28,6 +28,7 @@ router = APIRouter(tags=["models"], dependencies=[Reading], responses=READ_UNAUT
     status_code=202,
     dependencies=[Mutating],
     responses={
+        400: {"model": ErrorBody, "description": "the body is not JSON text"},
         **UNAUTHORIZED,
         404: {"model": ErrorBody, "description": "no such model or alias"},
         422: {"model": ErrorBody, "description": "an unknown format, or the dataset is gone"},
