@@ -60,10 +60,13 @@ class Host:
     def popen(
         self, command: list[str], *, env: dict[str, str], log: Path, cwd: Path | None = None
     ) -> subprocess.Popen[bytes]:
-        """Start ``command`` inside this host's namespace, in its own process group."""
+        """Start ``command`` inside this host's namespace, in its own process group, with
+        its own host name (a UTS namespace named after the host), so worker identities and
+        lease owners say which host they are."""
+        named = ["unshare", "--uts", "sh", "-c", 'hostname "$0" && exec "$@"', self.name]
         with log.open("ab") as out:
             process = subprocess.Popen(
-                ["ip", "netns", "exec", self.namespace, *command],
+                ["ip", "netns", "exec", self.namespace, *named, *command],
                 env=env,
                 cwd=cwd,
                 stdout=out,
