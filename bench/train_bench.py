@@ -111,6 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=3, help="at least 2")
     parser.add_argument("--shards", type=int, default=10)
+    parser.add_argument("--backend", choices=("tensorflow", "jax"), default="tensorflow")
     parser.add_argument("--repeats", type=int, default=1, help="alternate runs; keep the best")
     parser.add_argument("--out", help="write the markdown table to this file too")
     parser.add_argument("--append", action="store_true", help="append to --out")
@@ -159,7 +160,7 @@ def run(args: argparse.Namespace, workdir: Path) -> tuple[str, bool]:
         epochs=args.epochs,
         batch_size=args.batch_size,
     ).model_dump()
-    config = {"data_root": str(data_root), "params": params}
+    config = {"data_root": str(data_root), "params": params, "backend": args.backend}
     jobs: list[Side] = []
     baselines: list[Side] = []
     for attempt in range(max(1, args.repeats)):
@@ -257,6 +258,8 @@ def run_child(kind: str, config: dict[str, Any]) -> Side:
     # Default Settings in the child: no TINYRES_* from this environment leaks in.
     env = {k: v for k, v in os.environ.items() if not k.startswith("TINYRES_")}
     env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # Both sides on the same Keras backend (the job's worker would set it from this).
+    env["KERAS_BACKEND"] = env["TINYRES_KERAS_BACKEND"] = config.get("backend", "tensorflow")
     command = [
         sys.executable,
         "-m",
@@ -336,16 +339,16 @@ def render(
     title = (
         f"train_bench: {train_count:,} train + {val_count:,} validation photo crops "
         f"(hold-out), {args.classes} classes, width {args.width}, levels [{levels}], "
-        f"batch {args.batch_size}, {args.epochs} epochs"
+        f"batch {args.batch_size}, {args.epochs} epochs, Keras on {args.backend}"
     )
     lines = [
         f"machine: {machine()}; ours = the job (a), baseline = model.fit (b)",
         f"job epochs (history seconds, train + validation): {fmt_seconds(job.epoch_seconds)};"
         f" checkpoint-to-checkpoint: {fmt_seconds(job.cycle_seconds)} (epochs 2..N); "
-        f"{-(-train_count // args.batch_size)} steps/epoch, reader cache "
+        f"{train_count // args.batch_size} steps/epoch (full batches), reader cache "
         f"{'on' if train_cached else 'off'}, replicas "
         f"{job.info.get('replicas', '?')}, job process {job.wall:.0f} s in all "
-        "(imports, sanity check, export included)",
+        "(imports, sanity check, final evaluation included)",
         f"baseline epochs (train + validation): {fmt_seconds(base.epoch_seconds)}; "
         f"baseline process {base.wall:.0f} s in all",
         f"validation pass (model.evaluate inside fit) per epoch: job "
@@ -539,7 +542,6 @@ def baseline_child(config: dict[str, Any]) -> dict[str, Any]:
             "array_bytes": int(x.nbytes + xv.nbytes),
         },
     }
-
 
 
 def epoch_timer() -> Any:
