@@ -7,7 +7,7 @@ EXTRAS ?= cpu,dev
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: run test chaos browser lint install clean
+.PHONY: run test heavy chaos browser lint install clean
 
 install: $(STAMP)
 
@@ -27,6 +27,11 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# End-to-end suites of minutes: both Keras backends, cancel in every phase of a job, the
+# object store under every scenario (real SeaweedFS); CI runs them too.
+heavy: $(STAMP)
+	$(BIN)/python -m pytest -m heavy
 
 # Fault tests with real processes killed and restarted (minutes); CI runs them too.
 chaos: $(STAMP)

@@ -208,6 +208,7 @@ def digits_root(data_root: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_a_real_job_followed_through_a_dropped_connection(
     digits_root: Path, tmp_path: Path
 ) -> None:

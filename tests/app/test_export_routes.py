@@ -77,6 +77,7 @@ def test_bad_requests_are_refused_with_a_reason(
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_an_onnx_export_runs_on_a_worker_and_is_downloaded(
     api: TestClient, export_settings: Settings, model_file: Path, tmp_path: Path
 ) -> None:

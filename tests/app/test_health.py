@@ -55,6 +55,7 @@ def _readyz(settings: Settings) -> tuple[int, dict[str, str]]:
     return ready.status_code, ready.json()["checks"]
 
 
+@pytest.mark.heavy
 def test_ready_checks_the_object_store(s3_settings: Settings) -> None:
     status, checks = _readyz(s3_settings)
     assert status == 200, checks

@@ -58,6 +58,7 @@ def test_speed_row_and_table_row() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 @pytest.mark.timeout(420)
 def test_smoke_runs_on_jax_without_tensorflow(tmp_path: Path) -> None:
     _require_jax()

@@ -67,6 +67,7 @@ def test_refusals_are_3_with_the_reason(service: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_follow_under_a_terminal_shows_an_advancing_bar(service: str, tmp_path: Path) -> None:
     """A real pseudo-terminal: the live bar's percentage rises while the job trains."""
     args = ["-m", "cli.main", "--url", service, "train", "--dataset", "digits"]

@@ -18,6 +18,10 @@ from tests.utils.seaweed import (  # noqa: F401
     seaweed_fixture,
 )
 
+# Against a real SeaweedFS: `make heavy` (CI runs it), not `make test`.
+pytestmark = pytest.mark.heavy
+
+
 KEY = "datasets/x/train-00000-of-00001.tfrecord"
 
 

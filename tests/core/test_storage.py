@@ -37,6 +37,10 @@ from tests.utils.seaweed import (  # noqa: F401
 )
 from tools.seaweed import SeaweedServer, seaweed_server
 
+# Against a real SeaweedFS: `make heavy` (CI runs it), not `make test`.
+pytestmark = pytest.mark.heavy
+
+
 SHORT = RetryPolicy(total_seconds=1.5, first_delay=0.1, max_delay=0.4)
 
 

@@ -22,6 +22,10 @@ from tests.utils.seaweed import (  # noqa: F401
 )
 from tools.processes import REPO
 
+# Against a real SeaweedFS: `make heavy` (CI runs it), not `make test`.
+pytestmark = pytest.mark.heavy
+
+
 KB = 1000
 
 

@@ -26,7 +26,7 @@ from worker import sharding
 from worker.batch_predict import CSV_HEADER, run_batch_prediction
 from worker.runner import JobCancelled, JobContext
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 @pytest.fixture

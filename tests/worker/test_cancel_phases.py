@@ -23,7 +23,7 @@ from tests.utils.datasets import make_digits_tiny_imagenet
 from tests.utils.services import service_env, wait_for, worker_process
 from worker import sharding
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 # 4 train steps and 16 validation steps an epoch: every phase lasts long enough to hit.
 JOB = {"dataset": "digits", "width": 16, "batch_size": 32, "epochs": 20, "learning_rate": 0.01}

@@ -15,7 +15,7 @@ from tests.utils.datasets import make_digits_tiny_imagenet
 from tests.worker.fresh_process import run_script
 from worker import sharding
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 SCRIPT = """
 import json, sys

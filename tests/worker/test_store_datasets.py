@@ -34,7 +34,7 @@ from tests.utils.store_hosts import StoreHosts, files_under, store_hosts_fixture
 from tests.utils.tus import digits_zip
 from tools.datasets import make_digits_tiny_imagenet
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 TUS = {"Tus-Resumable": "1.0.0"}
 FINISHED = ("succeeded", "failed", "cancelled")

@@ -38,7 +38,7 @@ from tests.utils.store_jobs import (  # noqa: F401
     worker_env,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]
 
 
 def test_train_serve_and_resume_from_the_store(hosts: StoreHosts, tmp_path: Path) -> None:

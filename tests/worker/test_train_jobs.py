@@ -130,6 +130,7 @@ def test_resume_continues_exactly(api: TestClient, root: Path, tmp_path: Path) -
     assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")
 
 
+@pytest.mark.heavy  # a real worker on each backend, a few minutes: `make heavy`
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_a_worker_killed_mid_epoch_is_replaced_and_the_job_finishes(
     api: TestClient, root: Path, tmp_path: Path, backend: str
@@ -161,6 +162,7 @@ def test_a_worker_killed_mid_epoch_is_replaced_and_the_job_finishes(
     assert leftovers == []
 
 
+@pytest.mark.heavy  # a real worker on each backend, a few minutes: `make heavy`
 @pytest.mark.parametrize("backend", ["tensorflow", "jax"])
 def test_the_same_job_trains_resumes_and_cancels_on_each_backend(
     api: TestClient, root: Path, tmp_path: Path, backend: str

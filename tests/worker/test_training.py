@@ -175,6 +175,7 @@ def float32_after() -> Any:
     keras.mixed_precision.set_global_policy("float32")  # other tests build float32 models
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize(
     ("speedup", "policy"), [({"xla": True}, "float32"), ({"mixed_precision": True}, "bfloat16")]
 )
