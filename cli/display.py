@@ -27,6 +27,19 @@ def _number(value: Any, digits: int = 4) -> str:
     return "" if value is None else str(value)
 
 
+def models_table(models: list[dict[str, Any]]) -> None:
+    """The models, with their final validation accuracy and their aliases."""
+    rows = [
+        {
+            **model,
+            "val_accuracy": (model.get("metrics") or {}).get("val_accuracy"),
+            "aliases": ", ".join(model.get("aliases") or []),
+        }
+        for model in models
+    ]
+    table("models", rows, ["id", "dataset", "width", "epochs", "val_accuracy", "aliases"])
+
+
 def table(title: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
     view = Table(title=title)
     for column in columns:
@@ -56,8 +69,17 @@ def job_summary(job: dict[str, Any]) -> None:
     metrics = job.get("metrics") or {}
     if metrics:
         console.print("metrics: " + ", ".join(f"{k} {_number(v)}" for k, v in metrics.items()))
-    if job.get("result"):
-        console.print(f"result: {json.dumps(job['result'])}")
+    result = job.get("result")
+    if result and job.get("kind") == "evaluate":
+        # An Evaluation: its headline figures (the whole of it: tinyres --json).
+        macro = result.get("macro") or {}
+        console.print(
+            f"{result.get('dataset')} {result.get('split')}, {result.get('count')} images: "
+            f"top-1 {_number(result.get('top1'))}, top-5 {_number(result.get('top5'))}, "
+            f"loss {_number(result.get('loss'))}, macro F1 {_number(macro.get('f1'))}"
+        )
+    elif result:
+        console.print(f"result: {json.dumps(result)}")
 
 
 def describe_progress(state: str, progress: dict[str, Any], metrics: dict[str, Any]) -> str:

@@ -9,14 +9,19 @@ from typing import Annotated, Any
 import typer
 
 from cli import display
-from cli.app import EXIT_FAILED, Options, app, call_api, listing, show_job, submitted
+from cli.app import EXIT_FAILED, Options, app, call_api, show_job, submitted
 from cli.client import Client, Unreachable
 
 
 @app.command()
 def models(ctx: typer.Context) -> None:
     """List the trained models."""
-    listing(ctx, "/models", "models", ["id", "dataset", "width", "epochs", "val_accuracy"])
+
+    def work(client: Client, options: Options) -> None:
+        answer = client.get("/models")
+        display.print_json(answer) if options.json else display.models_table(answer["models"])
+
+    call_api(ctx, work)
 
 
 @app.command()
