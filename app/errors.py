@@ -143,7 +143,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 405:
         routes = [r for r in iter_route_contexts(request.app.routes) if r.path is not None]
         path = request.url.path
-        templates = [r.path for r in routes if r.path_regex.match(path)]
+        templates = [r.path for r in routes if r.path and r.path_regex.match(path)]
         matched = min(templates, key=lambda t: t.count("{"), default=None)
         methods = {m for r in routes if r.path == matched for m in r.methods or ()}
         if methods:

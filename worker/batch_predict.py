@@ -114,12 +114,12 @@ def run_batch_prediction(ctx: JobContext) -> dict[str, Any]:
     temp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
     started = time.monotonic()
     try:
-        with SourceFiles(source) as files:
-            names, ignored = list_source(files)
+        with SourceFiles(source) as source_files:
+            names, ignored = list_source(source_files)
             if not names:
                 raise JobFailed(f"source {params['source']!r} holds no image files")
             with temp.open("w", newline="", encoding="utf-8") as out:
-                tally = _classify_all(ctx, model, files, names, k, csv.writer(out))
+                tally = _classify_all(ctx, model, source_files, names, k, csv.writer(out))
         os.replace(temp, target)
         publish_path(settings, target)
     except SourceError as exc:

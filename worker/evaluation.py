@@ -102,7 +102,7 @@ class EvaluationMetrics:
         self.top5_hits += int((rank < min(TOP_K, size)).sum())
         self.loss_sum += float(-np.log(np.clip(true_p, LOSS_EPSILON, 1.0)).sum())
         for i in np.flatnonzero(predicted != labels):
-            self._offer_worst(files[i], int(labels[i]), int(predicted[i]), probs[i])
+            self._offer_worst(files[int(i)], int(labels[i]), int(predicted[i]), probs[i])
 
     def _offer_worst(self, file: str, label: int, predicted: int, probs: np.ndarray) -> None:
         key = (-float(probs[label]), file)  # ties: by file name, whatever the read order
@@ -172,7 +172,9 @@ def most_confused(
     order = sorted(cells, key=lambda c: (-off.flat[c], c))[:limit]
     size = len(wnids)
     return [
-        ConfusedPair(true=wnids[c // size], predicted=wnids[c % size], count=int(off.flat[c]))
+        ConfusedPair(
+            true=wnids[int(c) // size], predicted=wnids[int(c) % size], count=int(off.flat[c])
+        )
         for c in order
     ]
 

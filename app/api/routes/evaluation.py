@@ -33,7 +33,9 @@ _SUBMIT_ERRORS: dict[int | str, dict[str, Any]] = {
 
 router = APIRouter(dependencies=[Reading], responses=READ_UNAUTHORIZED)
 
-_NOT_FOUND = {404: {"model": ErrorBody, "description": "unknown model, or not evaluated yet"}}
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "unknown model, or not evaluated yet"}
+}
 
 
 @router.post(
